@@ -1,0 +1,248 @@
+"""The ``fedsim`` command line.
+
+Every user mistake (a bad name, file or number) ends with one line on stderr
+and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from fedsim.errors import FedsimError, check_int_at_least, check_positive
+
+
+def _add_profile_flags(p: argparse.ArgumentParser, default_profile: str = "femnist") -> None:
+    g = p.add_argument_group("delay model (defaults: the published setting)")
+    g.add_argument("--profile", default=default_profile, help="delay profile (default: %(default)s)")
+    g.add_argument("--upload-bps", type=float, help="access uplink capacity per silo, bit/s (default 1e10)")
+    g.add_argument("--download-bps", type=float, help="access downlink capacity per silo, bit/s (default 1e10)")
+    g.add_argument("--core-bps", type=float, help="core link capacity, bit/s (default 1e9)")
+    g.add_argument("--local-steps", type=int, help="local steps per round (default 1)")
+
+
+def _overrides(args) -> dict:
+    out = {}
+    for flag, field in (("upload_bps", "upload_bps"), ("download_bps", "download_bps"), ("core_bps", "core_bps")):
+        v = getattr(args, flag)
+        if v is not None:
+            out[field] = check_positive("--" + flag.replace("_", "-"), v)
+    if args.local_steps is not None:
+        out["local_steps"] = check_int_at_least("--local-steps", args.local_steps, 1)
+    return out
+
+
+def _add_design_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("topology design")
+    g.add_argument("--t", type=int, default=5, help="multigraph maximum multiplicity (default 5)")
+    g.add_argument("--base", default="ring", help="overlay a multigraph is built on (default ring)")
+    g.add_argument("--budget", type=float, default=0.5, help="MATCHA communication budget Cb (default 0.5)")
+    g.add_argument("--seed", type=int, default=0, help="seed of MATCHA's activations (default 0)")
+
+
+def _split(value: str, valid: Sequence[str], kind: str) -> tuple[str, ...]:
+
+    if value == "all":
+        return tuple(valid)
+    items = tuple(x.strip() for x in value.split(",") if x.strip())
+    if not items:
+        raise FedsimError(f"no {kind} given; valid: all, {', '.join(valid)}")
+    return items
+
+
+# ----------------------------------------------------------------- networks
+def cmd_networks(args) -> int:
+    from fedsim.topologies.networks import BUILTIN_NETWORKS, NETWORK_ALIASES, builtin_network
+
+    aliases = {}
+    for a, n in NETWORK_ALIASES.items():
+        aliases.setdefault(n, []).append(a)
+    print(f"{'network':<8} {'silos':>5} {'links':>5} {'coords':>6}  provenance")
+    for name in BUILTIN_NETWORKS:
+        net = builtin_network(name)
+        label = name + (f" ({', '.join(aliases[name])})" if name in aliases else "")
+        first = (net.title or net.provenance).splitlines()[0] if (net.title or net.provenance) else ""
+        print(f"{name:<8} {net.n_silos:>5} {net.n_links:>5} {'yes' if net.has_coords() else 'no':>6}  {first}")
+        if name in aliases:
+            print(f"{'':<8} aliases: {', '.join(aliases[name])}")
+    print("\nAlso accepted wherever a network is asked for: zoo:NAME (Internet Topology Zoo, "
+          "offline via topohub) and a path to a .gml file.")
+    return 0
+
+
+# ----------------------------------------------------------------- topology
+def cmd_topology(args) -> int:
+    from fedsim.timing.simulate import simulate
+    from fedsim.topologies import build_schedule, connectivity, get_profile
+    from fedsim.topologies.networks import load_network
+
+    net = load_network(args.network)
+    prof = get_profile(args.profile, **_overrides(args))
+    check_int_at_least("--t", args.t, 1)
+    conn = connectivity(net)
+    sched = build_schedule(args.topology, conn, prof, t=args.t, base=args.base, budget=args.budget)
+    ct = simulate(sched, conn, prof, rounds=args.rounds, seed=args.seed)
+    names = net.silos
+    full = sched.delays(conn, prof)
+    print(f"network {net.name}: {net.n_silos} silos, {net.n_links} links; profile {prof.name} "
+          f"(M={prof.model_bits:g} bit, Tc={prof.compute_ms:g} ms x {prof.local_steps} step(s), "
+          f"up/down {prof.upload_bps:g}/{prof.download_bps:g} bit/s, core {prof.core_bps:g} bit/s)")
+    label = sched.topology + (f" on {sched.base}, t={args.t}" if sched.base else "")
+    print(f"topology {label}: {len(sched.arcs)} arcs")
+    if sched.server is not None:
+        print(f"server: {names[sched.server]}")
+    if sched.is_random:
+        print(f"{len(sched.probabilities)} matchings, activation probabilities "
+              f"{', '.join(f'{p:.3f}' for p in sched.probabilities)}; alpha = {sched.alpha:.4f}")
+    print("\narcs (delay with shared access links, ms):")
+    for a, (u, v) in enumerate(sched.arcs.tolist()):
+        extra = f"  x{sched.multiplicity[a]}" if sched.topology == "multigraph" else ""
+        extra += f"  matching {sched.matchings[a]}" if sched.is_random else ""
+        print(f"  {names[u]} -> {names[v]}  {full[a]:.2f}{extra}")
+    if not sched.is_random:
+        s_max = sched.n_states
+        print(f"\nstates: s_max = {s_max}")
+        shown = s_max if args.all_states else min(s_max, 12)
+        for s in range(shown):
+            iso = [names[i] for i in sched.isolated(s)]
+            n_strong = int(sched.state_mask(s).sum())
+            print(f"  state {s}: {n_strong}/{len(sched.arcs)} strong arcs; isolated: "
+                  f"{', '.join(iso) if iso else '-'}")
+        if shown < s_max:
+            print(f"  ... {s_max - shown} more states (--all-states to list them)")
+    print(f"\ncycle time: {ct.value:.2f} ms  ({ct.definition})")
+    if args.plot:
+        from fedsim.plots import topology_map
+
+        state = args.state if args.state is not None else (1 if sched.n_states > 1 else 0)
+        topology_map(net, sched, state, args.plot,
+                     title=f"{net.name} {label}, state {state} ({prof.name}: {ct.value:.1f} ms)")
+        print(f"map written to {args.plot}")
+    return 0
+
+
+# ----------------------------------------------------------------- cycle-time
+def cmd_cycle_time(args) -> int:
+    from fedsim.timing.sweep import SweepConfig, markdown_table, run_sweep, write_csv
+    from fedsim.topologies import TOPOLOGIES
+    from fedsim.topologies.delay import get_profile, profile_names
+    from fedsim.topologies.networks import BUILTIN_NETWORKS, load_network
+    from fedsim.errors import unknown_name
+
+    workers = check_int_at_least("--workers", args.workers, 1)
+    if args.reproduce_table3:
+        return _reproduce_table3(args, workers)
+    networks = _split(args.networks, BUILTIN_NETWORKS, "network")
+    topologies = _split(args.topologies, TOPOLOGIES, "topology")
+    profiles = _split(args.profiles, ("femnist", "inaturalist", "sent140"), "profile")
+    for t in topologies:
+        if t not in TOPOLOGIES:
+            raise unknown_name("topology", t, TOPOLOGIES)
+    overrides = _overrides(args)
+    for p in profiles:
+        get_profile(p, **overrides)  # validate names and numbers before any work
+    for n in networks:
+        load_network(n)
+    check_int_at_least("--t", args.t, 1)
+    configs = [SweepConfig(n, p, tuple(sorted(overrides.items())), args.t, args.budget, args.seed)
+               for p in profiles for n in networks]
+    rows = run_sweep(configs, topologies, workers=workers, progress=not args.no_progress)
+    print(markdown_table(rows, topologies))
+    if args.out:
+        write_csv(args.out, rows)
+        print(f"\nwrote {len(rows)} rows to {args.out}")
+    return 0
+
+
+def _reproduce_table3(args, workers: int) -> int:
+    from fedsim.timing import table3
+
+    cells = table3.reproduce(workers=workers, progress=not args.no_progress)
+    print("fedsim / published (ratio); '!' marks a cell outside its tolerance\n")
+    print(table3.report(cells))
+    print("\nlargest deviation per column:")
+    for topo, c in table3.worst_per_column(cells).items():
+        print(f"  {topo:<12} {100 * (c.ratio - 1):+.2f}%  ({c.profile}/{c.network}; tolerance "
+              f"{100 * c.tolerance:.0f}%)")
+    bad = [c for c in cells if not c.ok]
+    if args.out:
+        from fedsim.io import atomic_write_text
+
+        lines = ["profile,network,topology,fedsim_ms,published_ms,ratio,tolerance,ok"]
+        lines += [f"{c.profile},{c.network},{c.topology},{c.fedsim:.4f},{c.published},{c.ratio:.5f},"
+                  f"{c.tolerance},{c.ok}" for c in cells]
+        atomic_write_text(args.out, "\n".join(lines) + "\n")
+        print(f"\nwrote {len(cells)} cells to {args.out}")
+    if bad:
+        print(f"\n{len(bad)} of {len(cells)} cells outside tolerance", file=sys.stderr)
+        return 1
+    print(f"\nall {len(cells)} cells within tolerance")
+    return 0
+
+
+# ----------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fedsim",
+        description="Cross-silo federated learning on Flower with a WAN time simulator.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("networks", help="list the built-in networks")
+    p.set_defaults(func=cmd_networks)
+
+    p = sub.add_parser("topology", help="build one topology design on a network and print it")
+    p.add_argument("--network", required=True, help="built-in name, zoo:NAME or a .gml path")
+    p.add_argument("--topology", required=True,
+                   help="star, ring, mst, dmbst, matcha, matcha_plus or multigraph")
+    _add_design_flags(p)
+    _add_profile_flags(p)
+    p.add_argument("--rounds", type=int, help="rounds to simulate (multigraph, MATCHA)")
+    p.add_argument("--plot", help="write a map of the overlay to this PNG/PDF/SVG")
+    p.add_argument("--state", type=int, help="state drawn by --plot (default: 1 for a multigraph)")
+    p.add_argument("--all-states", action="store_true", help="list every state, not the first 12")
+    p.set_defaults(func=cmd_topology)
+
+    p = sub.add_parser("cycle-time", help="sweep cycle times over networks x topologies x profiles")
+    p.add_argument("--networks", default="all", help="comma list or 'all' (default)")
+    p.add_argument("--topologies", default="all", help="comma list or 'all' (default)")
+    p.add_argument("--profiles", default="femnist,inaturalist,sent140", help="comma list")
+    p.add_argument("--workers", type=int, default=1, help="parallel Ray workers (default 1: sequential)")
+    p.add_argument("--out", help="write the table as CSV here")
+    p.add_argument("--reproduce-table3", action="store_true",
+                   help="recompute the published table; exit 1 if a cell is out of tolerance")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_design_flags(p)
+    g = p.add_argument_group("delay model (defaults: the published setting)")
+    g.add_argument("--upload-bps", type=float)
+    g.add_argument("--download-bps", type=float)
+    g.add_argument("--core-bps", type=float)
+    g.add_argument("--local-steps", type=int)
+    p.set_defaults(func=cmd_cycle_time)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+# Sub-commands contributed by the training room register themselves here.
+_EXTRA_COMMANDS: list = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except FedsimError as exc:
+        print(f"fedsim: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fedsim: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""The WAN delay model: profile -> connectivity graph -> arc delays.
+
+This follows the model of Marfoq et al. (NeurIPS 2020) as used for the
+published cycle-time tables (see ``SPEC-timing`` §3 in the project docs):
+
+* latency between two silos ``l = a * km + b`` ms along the km-shortest path of
+  the underlay (``a = 0.0085``, ``b = 4``);
+* available core bandwidth ``A = C_core / hops`` on that path;
+* the delay of arc ``i -> j`` of an overlay::
+
+      d(i, j) = u*Tc + l(i, j) + max(outdeg(i)*M/C_up, indeg(j)*M/C_dn, M/A(i, j))
+
+  i.e. access links are shared equally among a silo's out-/in-arcs and upload
+  and download overlap.
+
+All times are milliseconds, capacities bit/s, model sizes bits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+
+import networkx as nx
+import numpy as np
+
+from fedsim.errors import check_int_at_least, check_positive, unknown_name
+from fedsim.topologies.networks import Network
+
+
+@dataclass(frozen=True)
+class DelayProfile:
+    """What one round costs a silo: model size, compute time and link capacities.
+
+    Parameters
+    ----------
+    name : str
+        Profile name (a published workload or a fedsim task).
+    model_bits : float
+        Size ``M`` of the exchanged model, in bits.
+    compute_ms : float
+        Computation time ``Tc`` of one local step, in ms.
+    local_steps : int
+        Local steps ``u`` per round; computation per round is ``u * Tc``.
+    upload_bps, download_bps : float
+        Access-link capacities of every silo (bit/s). Published tables: 1e10.
+    core_bps : float
+        Core (underlay) link capacity (bit/s). Published tables: 1e9.
+    latency_ms_per_km, latency_base_ms : float
+        Latency law ``ms = a * km + b``.
+
+    Examples
+    --------
+    >>> p = get_profile("femnist")
+    >>> round(p.upload_ms, 4)  # M / C_up in ms
+    0.4843
+    """
+
+    name: str
+    model_bits: float
+    compute_ms: float
+    local_steps: int = 1
+    upload_bps: float = 1e10
+    download_bps: float = 1e10
+    core_bps: float = 1e9
+    latency_ms_per_km: float = 0.0085
+    latency_base_ms: float = 4.0
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        check_positive("model size (bits)", self.model_bits)
+        check_positive("compute time per step (ms)", self.compute_ms)
+        check_int_at_least("local steps", self.local_steps, 1)
+        check_positive("upload capacity (--upload-bps)", self.upload_bps)
+        check_positive("download capacity (--download-bps)", self.download_bps)
+        check_positive("core capacity (--core-bps)", self.core_bps)
+        check_positive("latency per km", self.latency_ms_per_km)
+        if not self.latency_base_ms >= 0:
+            check_positive("latency base (ms)", self.latency_base_ms)
+
+    @property
+    def tc(self) -> float:
+        """Computation time of one round, ``u * Tc`` (ms)."""
+        return self.local_steps * self.compute_ms
+
+    @property
+    def upload_ms(self) -> float:
+        """Time to push one model through an unshared access uplink (ms)."""
+        return self.model_bits / self.upload_bps * 1e3
+
+    @property
+    def download_ms(self) -> float:
+        """Time to pull one model through an unshared access downlink (ms)."""
+        return self.model_bits / self.download_bps * 1e3
+
+    def with_overrides(self, **kwargs) -> DelayProfile:
+        """Return a copy with some fields replaced (``None`` values are ignored)."""
+        return replace(self, **{k: v for k, v in kwargs.items() if v is not None})
+
+
+# Published constants (SPEC-timing §3.1). The reference code divides these by
+# bit rates, so they are used as bits to reproduce the published tables.
+PUBLISHED_PROFILES: dict[str, DelayProfile] = {
+    p.name: p
+    for p in (
+        DelayProfile("synthetic", 4_354, 1.5, description="synthetic linear model"),
+        DelayProfile("shakespeare", 3_385_747, 389.6, description="LEAF Shakespeare LSTM"),
+        DelayProfile("femnist", 4_843_243, 4.6, description="LEAF FEMNIST CNN"),
+        DelayProfile("sent140", 19_269_416, 9.8, description="Sentiment140 LSTM"),
+        DelayProfile("inaturalist", 44_961_717, 25.4, description="iNaturalist ResNet-18"),
+    )
+}
+
+# Profiles that other rooms (e.g. training tasks) contribute lazily: name -> factory.
+_PROFILE_FACTORIES: dict[str, Callable[[], DelayProfile]] = {}
+
+
+def register_profile(name: str, factory: Callable[[], DelayProfile]) -> None:
+    """Register a profile computed on demand (e.g. from a task's real model)."""
+    _PROFILE_FACTORIES[name] = factory
+
+
+def profile_names() -> list[str]:
+    """Names accepted by :func:`get_profile`."""
+    return list(PUBLISHED_PROFILES) + [n for n in _PROFILE_FACTORIES if n not in PUBLISHED_PROFILES]
+
+
+def get_profile(name: str, **overrides) -> DelayProfile:
+    """Look up a delay profile by name, optionally overriding fields.
+
+    Examples
+    --------
+    >>> get_profile("femnist", local_steps=2).tc
+    9.2
+    """
+    if name in PUBLISHED_PROFILES:
+        base = PUBLISHED_PROFILES[name]
+    elif name in _PROFILE_FACTORIES:
+        base = _PROFILE_FACTORIES[name]()
+    else:
+        raise unknown_name("profile", name, profile_names())
+    return base.with_overrides(**overrides)
+
+
+@dataclass(frozen=True, eq=False)
+class Connectivity:
+    """The complete silo-to-silo graph derived from an underlay.
+
+    Attributes
+    ----------
+    km : (N, N) ndarray
+        km length of the shortest underlay path.
+    hops : (N, N) ndarray of int
+        Number of underlay links on that path (0 on the diagonal).
+    graph : nx.Graph
+        The complete graph with edge attributes ``km`` and ``hops``, nodes and
+        edges inserted in the reference order (Kruskal and other tie-sensitive
+        networkx algorithms see the same order as the published pipeline).
+    """
+
+    network: Network
+    km: np.ndarray
+    hops: np.ndarray
+    graph: nx.Graph
+
+    @property
+    def n(self) -> int:
+        return self.km.shape[0]
+
+    def latency(self, profile: DelayProfile) -> np.ndarray:
+        """Latency matrix in ms (0 on the diagonal)."""
+        lat = profile.latency_ms_per_km * self.km + profile.latency_base_ms
+        np.fill_diagonal(lat, 0.0)
+        return lat
+
+    def bandwidth(self, profile: DelayProfile) -> np.ndarray:
+        """Available core bandwidth ``C_core / hops`` in bit/s (inf on the diagonal)."""
+        with np.errstate(divide="ignore"):
+            return profile.core_bps / self.hops
+
+
+@lru_cache(maxsize=64)
+def connectivity(network: Network) -> Connectivity:
+    """Shortest km paths between every pair of silos of ``network``.
+
+    On ties between equal-km paths the hop count is that of the path found by
+    Dijkstra from the later silo of the pair (in silo order), as in the
+    reference pipeline, which overwrote each pair with the later source.
+    """
+    g = network.graph()
+    n = network.n_silos
+    km = np.zeros((n, n))
+    hops = np.zeros((n, n), dtype=np.int64)
+    conn = nx.Graph()
+    conn.add_nodes_from(g.nodes(data=True))
+    for src, (dist, paths) in nx.all_pairs_dijkstra(g, weight="distance"):
+        for dst, path in paths.items():
+            if dst == src:
+                continue
+            km[src, dst] = km[dst, src] = dist[dst]
+            hops[src, dst] = hops[dst, src] = len(path) - 1
+            conn.add_edge(src, dst)
+    for u, v, data in conn.edges(data=True):
+        data["km"] = km[u, v]
+        data["hops"] = int(hops[u, v])
+    return Connectivity(network=network, km=km, hops=hops, graph=conn)
+
+
+def degrees(n: int, arcs: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Out- and in-degree of each silo over the (masked) arcs.
+
+    ``mask`` may be ``(A,)`` or ``(R, A)``; the result then has shape ``(N,)``
+    or ``(R, N)``.
+    """
+    arcs = np.asarray(arcs, dtype=np.int64).reshape(-1, 2)
+    if mask is None:
+        mask = np.ones(len(arcs), dtype=float)
+    mask = np.asarray(mask, dtype=float)
+    out_inc = np.zeros((len(arcs), n))
+    in_inc = np.zeros((len(arcs), n))
+    out_inc[np.arange(len(arcs)), arcs[:, 0]] = 1.0
+    in_inc[np.arange(len(arcs)), arcs[:, 1]] = 1.0
+    return mask @ out_inc, mask @ in_inc
+
+
+def arc_delays(
+    conn: Connectivity,
+    profile: DelayProfile,
+    arcs: np.ndarray,
+    mask: np.ndarray | None = None,
+    shared_access: bool = True,
+    latency_ms: np.ndarray | None = None,
+    bandwidth_bps: np.ndarray | None = None,
+) -> np.ndarray:
+    """Delay ``d(i, j)`` in ms of each arc (SPEC-timing §3.3).
+
+    Parameters
+    ----------
+    arcs : (A, 2) int array
+        Directed arcs ``(i, j)`` of the overlay.
+    mask : (A,) or (R, A) bool array, optional
+        Which arcs exist (per round). Degrees that share the access links are
+        counted over existing arcs only. Delays of absent arcs are still
+        returned (as if present); callers ignore them.
+    latency_ms, bandwidth_bps : (A,) arrays, optional
+        Per-arc overrides of the connectivity graph's latency and bandwidth.
+    shared_access : bool
+        ``False`` gives the unshared delay ``Tc + l + max(M/C_up, M/C_dn, M/A)``
+        used when choosing ring arcs and multigraph multiplicities.
+
+    Examples
+    --------
+    A 2-silo overlay with both arcs: each silo's access links carry one model.
+
+    >>> from fedsim.topologies.networks import Network
+    >>> net = Network("toy", ("a", "b"), ((0, 1, 1000.0),), (None, None))
+    >>> p = get_profile("femnist")
+    >>> d = arc_delays(connectivity(net), p, np.array([[0, 1], [1, 0]]))
+    >>> [round(x, 4) for x in d]  # 4.6 + 12.5 + M/1e9 (4.8432 ms)
+    [21.9432, 21.9432]
+    """
+    arcs = np.asarray(arcs, dtype=np.int64).reshape(-1, 2)
+    i, j = arcs[:, 0], arcs[:, 1]
+    lat = conn.latency(profile)[i, j] if latency_ms is None else np.asarray(latency_ms, float)
+    bw = conn.bandwidth(profile)[i, j] if bandwidth_bps is None else np.asarray(bandwidth_bps, float)
+    core = profile.model_bits / bw * 1e3
+    if shared_access:
+        outdeg, indeg = degrees(conn.n, arcs, mask)
+        up = outdeg[..., i] * profile.upload_ms
+        dn = indeg[..., j] * profile.download_ms
+    else:
+        up = np.full(len(arcs), profile.upload_ms)
+        dn = np.full(len(arcs), profile.download_ms)
+    return profile.tc + lat + np.maximum(np.maximum(up, dn), core)
+
+
+def pair_delay_matrix(conn: Connectivity, profile: DelayProfile, access: bool = True) -> np.ndarray:
+    """Unshared arc delay for every ordered pair, ``(N, N)``, 0 on the diagonal.
+
+    With ``access=False`` the access terms are left out (``Tc + l + M/A``), the
+    weight used to choose STAR paths and the MST.
+    """
+    n = conn.n
+    lat = conn.latency(profile)
+    core = profile.model_bits / conn.bandwidth(profile) * 1e3
+    if access:
+        core = np.maximum(core, max(profile.upload_ms, profile.download_ms))
+    w = profile.tc + lat + core
+    w[np.arange(n), np.arange(n)] = 0.0
+    return w
