@@ -90,7 +90,9 @@ class CycleBasis:
         for a, (u, v) in enumerate(self.arcs.tolist()):
             index.setdefault((u, v), a)
             g.add_edge(u, v)
-        cycles = list(islice(nx.simple_cycles(g), limit + 1))
+        cycles = _simple_structure_cycles(n, self.arcs)
+        if cycles is None:
+            cycles = list(islice(nx.simple_cycles(g), limit + 1))
         self.ok = len(cycles) <= limit
         if not self.ok:
             self.matrix = np.zeros((0, len(self.arcs)))
@@ -114,6 +116,53 @@ class CycleBasis:
             return 0.0 if delays.ndim == 1 else np.zeros(delays.shape[0])
         means = delays @ self.matrix.T
         return float(means.max()) if delays.ndim == 1 else means.max(axis=-1)
+
+
+def _simple_structure_cycles(n: int, arcs: np.ndarray) -> list[list[int]] | None:
+    """The elementary cycles of two common overlays, without a general search.
+
+    * A bidirected tree (every arc's reverse is present, no self-loops, and
+      the undirected edges form a forest): its elementary cycles are exactly
+      the 2-cycles ``u -> v -> u``.
+    * A single directed cycle through distinct silos (a ring).
+
+    Returns ``None`` for anything else (the caller then enumerates with
+    networkx). Cycles are returned as silo lists, like ``nx.simple_cycles``.
+    """
+    pairs = {(int(u), int(v)) for u, v in arcs.tolist()}
+    if not pairs or any(u == v for u, v in pairs):
+        return None
+    if all((v, u) in pairs for u, v in pairs):
+        edges = {(u, v) for u, v in pairs if u < v}
+        parent = list(range(n))
+
+        def find(x: int) -> int:
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        for u, v in edges:
+            ru, rv = find(u), find(v)
+            if ru == rv:
+                return None  # an undirected cycle: not a tree
+            parent[ru] = rv
+        return [[u, v] for u, v in sorted(edges)]
+    succ: dict[int, int] = {}
+    for u, v in pairs:
+        if u in succ:
+            return None
+        succ[u] = v
+    if len(set(succ.values())) != len(succ):
+        return None
+    start = next(iter(sorted(succ)))
+    cycle, node = [start], succ[start]
+    while node != start:
+        if node not in succ or len(cycle) > len(succ):
+            return None
+        cycle.append(node)
+        node = succ[node]
+    return [cycle] if len(cycle) == len(succ) else None
 
 
 def max_cycle_mean(n: int, arcs: np.ndarray, delays: np.ndarray) -> float:

@@ -211,17 +211,45 @@ def degrees(n: int, arcs: np.ndarray, mask: np.ndarray | None = None) -> tuple[n
     """Out- and in-degree of each silo over the (masked) arcs.
 
     ``mask`` may be ``(A,)`` or ``(R, A)``; the result then has shape ``(N,)``
-    or ``(R, N)``.
+    or ``(R, N)`` (float, exact integer counts).
+
+    Examples
+    --------
+    >>> out, inn = degrees(3, np.array([[0, 1], [0, 2], [2, 1]]))
+    >>> out.tolist(), inn.tolist()
+    ([2.0, 0.0, 1.0], [0.0, 2.0, 1.0])
     """
     arcs = np.asarray(arcs, dtype=np.int64).reshape(-1, 2)
     if mask is None:
-        mask = np.ones(len(arcs), dtype=float)
+        return (np.bincount(arcs[:, 0], minlength=n).astype(float),
+                np.bincount(arcs[:, 1], minlength=n).astype(float))
     mask = np.asarray(mask, dtype=float)
-    out_inc = np.zeros((len(arcs), n))
-    in_inc = np.zeros((len(arcs), n))
-    out_inc[np.arange(len(arcs)), arcs[:, 0]] = 1.0
-    in_inc[np.arange(len(arcs)), arcs[:, 1]] = 1.0
-    return mask @ out_inc, mask @ in_inc
+    if mask.ndim == 1:
+        return (np.bincount(arcs[:, 0], weights=mask, minlength=n),
+                np.bincount(arcs[:, 1], weights=mask, minlength=n))
+    # (R, A) @ sparse (A, N) incidence: sums of 0/1 values, exact in float.
+    import scipy.sparse
+
+    rows = np.arange(len(arcs))
+    ones = np.ones(len(arcs))
+    out_inc = scipy.sparse.csr_matrix((ones, (rows, arcs[:, 0])), shape=(len(arcs), n))
+    in_inc = scipy.sparse.csr_matrix((ones, (rows, arcs[:, 1])), shape=(len(arcs), n))
+    return np.asarray((out_inc.T @ mask.T).T), np.asarray((in_inc.T @ mask.T).T)
+
+
+def arc_terms(
+    conn: Connectivity,
+    profile: DelayProfile,
+    arcs: np.ndarray,
+    latency_ms: np.ndarray | None = None,
+    bandwidth_bps: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-arc latency ``l(i, j)`` and core transfer time ``M / A(i, j)``, both in ms."""
+    arcs = np.asarray(arcs, dtype=np.int64).reshape(-1, 2)
+    i, j = arcs[:, 0], arcs[:, 1]
+    lat = conn.latency(profile)[i, j] if latency_ms is None else np.asarray(latency_ms, float)
+    bw = conn.bandwidth(profile)[i, j] if bandwidth_bps is None else np.asarray(bandwidth_bps, float)
+    return lat, profile.model_bits / bw * 1e3
 
 
 def arc_delays(
@@ -262,9 +290,7 @@ def arc_delays(
     """
     arcs = np.asarray(arcs, dtype=np.int64).reshape(-1, 2)
     i, j = arcs[:, 0], arcs[:, 1]
-    lat = conn.latency(profile)[i, j] if latency_ms is None else np.asarray(latency_ms, float)
-    bw = conn.bandwidth(profile)[i, j] if bandwidth_bps is None else np.asarray(bandwidth_bps, float)
-    core = profile.model_bits / bw * 1e3
+    lat, core = arc_terms(conn, profile, arcs, latency_ms, bandwidth_bps)
     if shared_access:
         outdeg, indeg = degrees(conn.n, arcs, mask)
         up = outdeg[..., i] * profile.upload_ms

@@ -93,16 +93,30 @@ class Schedule:
             # (k mod s_max) mod n = k mod n because n divides s_max.
             strong = (np.arange(rounds)[:, None] % self.multiplicity[None, :]) == 0
             return np.ones_like(strong), strong
-        rng = np.random.RandomState(seed)
-        p = self.probabilities
-        draws = np.zeros((rounds, len(p)), dtype=bool)
-        for k in range(rounds):
-            act = rng.binomial(n=1, p=p)
-            while act.sum() == 0:
-                act = rng.binomial(n=1, p=p)
-            draws[k] = act.astype(bool)
-        present = draws[:, self.matchings]
+        present = self.matching_draws(rounds, seed)[:, self.matchings]
         return present, present
+
+    def matching_draws(self, rounds: int, seed: int = 0) -> np.ndarray:
+        """MATCHA: which matchings are active in each round, ``(rounds, K)`` bool.
+
+        Every matching is drawn Bernoulli(``p_j``) from
+        ``numpy.random.RandomState(seed)``, one row of ``K`` draws per round; a
+        row with no active matching is discarded and redrawn. Rows are drawn in
+        bulk, which consumes the stream exactly as one call per row would.
+        """
+        if not self.is_random:
+            raise ValueError(f"{self.topology} is not a random (MATCHA) schedule")
+        p = np.asarray(self.probabilities, dtype=float)
+        if not np.any(p > 0):
+            raise ValueError("every matching has activation probability 0")
+        rng = np.random.RandomState(seed)
+        parts, got = [], 0
+        while got < rounds:
+            block = rng.binomial(n=1, p=p, size=(rounds - got, len(p))).astype(bool)
+            block = block[block.any(axis=1)]
+            parts.append(block)
+            got += len(block)
+        return np.concatenate(parts) if parts else np.zeros((0, len(p)), dtype=bool)
 
     def isolated(self, state: int) -> list[int]:
         """Silos none of whose arcs (in or out) is strong in ``state``."""

@@ -11,6 +11,8 @@ the cube tree is kept on ties.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import networkx as nx
 import numpy as np
 
@@ -42,9 +44,16 @@ def cube_tree(conn: Connectivity, w: np.ndarray) -> list[tuple[int, int]] | None
     networkx's tournament ``hamiltonian_path`` is applied to a graph that is
     not a tournament, as in the reference; its output is checked.
     """
+    path = _cube_path(conn.n, tuple(tree_edges(conn, w)))
+    return None if path is None else list(zip(path, path[1:]))
+
+
+@lru_cache(maxsize=256)
+def _cube_path(n: int, tree: tuple[tuple[int, int], ...]) -> tuple[int, ...] | None:
+    """The checked path for one MST (cached: profiles often share the tree)."""
     mst = nx.Graph()
-    mst.add_nodes_from(range(conn.n))
-    mst.add_edges_from(tree_edges(conn, w))
+    mst.add_nodes_from(range(n))
+    mst.add_edges_from(tree)
     cube = nx.Graph()
     cube.add_nodes_from(mst.nodes)
     for src, lengths in nx.shortest_path_length(mst):
@@ -56,9 +65,9 @@ def cube_tree(conn: Connectivity, w: np.ndarray) -> list[tuple[int, int]] | None
     except (nx.NetworkXException, IndexError, RecursionError):
         return None
     edges = list(zip(path, path[1:]))
-    if len(set(path)) != conn.n or any(not cube.has_edge(u, v) or u == v for u, v in edges):
+    if len(set(path)) != n or any(not cube.has_edge(u, v) or u == v for u, v in edges):
         return None
-    return edges
+    return tuple(path)
 
 
 def delta_prim(w: np.ndarray, delta: int, start: int = 0) -> list[tuple[int, int]]:
@@ -104,4 +113,8 @@ def build(conn: Connectivity, profile: DelayProfile) -> Schedule:
         t = tree_cycle_time(conn, profile, edges)
         if t < best_time:
             best, best_time, best_delta = edges, t, delta
+        if np.bincount(np.asarray(edges).ravel(), minlength=conn.n).max() < delta:
+            # The bound never bit: this is plain Prim's tree, and every larger
+            # δ builds the same tree again (same time, so never strictly better).
+            break
     return static_schedule("dmbst", conn.n, bidirect(best), info={"delta": best_delta})

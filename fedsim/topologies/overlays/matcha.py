@@ -11,6 +11,7 @@ expected graph under the budget ``Σ p_j ≤ Cb · #matchings``; the mixing step
 
 from __future__ import annotations
 
+import inspect
 from functools import lru_cache
 
 import numpy as np
@@ -18,6 +19,7 @@ import scipy.linalg
 import scipy.optimize
 
 from fedsim.errors import FedsimError
+from fedsim.topologies import cache
 from fedsim.topologies.delay import Connectivity, DelayProfile
 from fedsim.topologies.schedule import Schedule, bidirect
 
@@ -33,83 +35,108 @@ def misra_gries(n: int, edges: list[tuple[int, int]]) -> dict[tuple[int, int], i
     -------
     dict
         ``(min(u, v), max(u, v)) -> colour``.
+
+    Examples
+    --------
+    A triangle needs Δ + 1 = 3 colours:
+
+    >>> sorted(misra_gries(3, [(0, 1), (1, 2), (0, 2)]).items())
+    [((0, 1), 2), ((0, 2), 1), ((1, 2), 0)]
     """
-    nbrs: list[list[int]] = [[] for _ in range(n)]
+    nbrs = [[] for _ in range(n)]
     for u, v in edges:
         nbrs[u].append(v)
         nbrs[v].append(u)
     n_colors = max((len(a) for a in nbrs), default=0) + 1
-    color: dict[tuple[int, int], int | None] = {}
-    at: list[dict[int, int]] = [dict() for _ in range(n)]  # node -> {colour: neighbour}
+    # col[a][b]: colour of edge a-b (absent: uncoloured); at[a][c]: neighbour across colour c.
+    col = [dict() for _ in range(n)]
+    at = [dict() for _ in range(n)]
 
-    def key(a: int, b: int) -> tuple[int, int]:
-        return (a, b) if a < b else (b, a)
-
-    def set_color(a: int, b: int, c: int | None) -> None:
-        old = color.get(key(a, b))
-        if old is not None:
-            at[a].pop(old, None)
-            at[b].pop(old, None)
-        color[key(a, b)] = c
+    def uncolor(a, b):
+        c = col[a].pop(b, None)
         if c is not None:
-            at[a][c] = b
-            at[b][c] = a
+            del col[b][a]
+            del at[a][c]
+            del at[b][c]
 
-    def free(node: int, c: int | None) -> bool:
-        return c not in at[node]
+    def paint(a, b, c):
+        col[a][b] = c
+        col[b][a] = c
+        at[a][c] = b
+        at[b][c] = a
 
-    def first_free(node: int) -> int:
-        return next(c for c in range(n_colors) if c not in at[node])
+    def first_free(node):
+        used = at[node]
+        for c in range(n_colors):
+            if c not in used:
+                return c
+        raise AssertionError("no free colour")
 
     for u, v in edges:
-        if color.get(key(u, v)) is not None:
+        col_u = col[u]
+        if v in col_u:
             continue
-        # Maximal fan of u starting at v.
+        # Maximal fan of u starting at v: the next fan silo is the first
+        # neighbour (insertion order) whose edge colour is free at the last.
         fan = [v]
         in_fan = {v}
-        grown = True
-        while grown:
-            grown = False
-            for x in nbrs[u]:
-                cx = color.get(key(u, x))
-                if x not in in_fan and cx is not None and free(fan[-1], cx):
+        # Coloured edges at u do not change while the fan grows.
+        cand = [(x, col_u[x]) for x in nbrs[u] if x in col_u]
+        while True:
+            at_last = at[fan[-1]]
+            for x, cx in cand:
+                if cx not in at_last and x not in in_fan:
                     fan.append(x)
                     in_fan.add(x)
-                    grown = True
                     break
+            else:
+                break
         c = first_free(u)
         d = first_free(fan[-1])
         # The cd-path from u, starting with colour d.
         path_nodes = {u}
         path_edges = []
+        seen_edges = set()
         node, want = u, d
         while True:
             nxt = at[node].get(want)
-            if nxt is None or key(node, nxt) in path_edges:
+            if nxt is None:
                 break
-            path_edges.append(key(node, nxt))
+            k = (node, nxt) if node < nxt else (nxt, node)
+            if k in seen_edges:
+                break
+            seen_edges.add(k)
+            path_edges.append(k)
             path_nodes.add(nxt)
             node, want = nxt, (c if want == d else d)
         sub = [v]
         for x in fan[1:]:
-            if color.get(key(u, x)) == d:
+            if col_u.get(x) == d:
                 break
             sub.append(x)
         if sub[-1] in path_nodes and len(path_edges) > 0:
             sub = fan
         # Invert the path (clear first so the per-node index stays consistent).
-        flipped = [(a, b, d if color[(a, b)] == c else c) for a, b in path_edges]
+        flipped = [(a, b, d if col[a][b] == c else c) for a, b in path_edges]
         for a, b, _ in flipped:
-            set_color(a, b, None)
+            uncolor(a, b)
         for a, b, cc in flipped:
-            set_color(a, b, cc)
+            paint(a, b, cc)
         # Rotate the fan and colour its last edge with d.
         for k in range(len(sub) - 1):
-            nxt_c = color.get(key(u, sub[k + 1]))
-            set_color(u, sub[k + 1], None)
-            set_color(u, sub[k], nxt_c)
-        set_color(u, sub[-1], d)
-    return {k: c for k, c in color.items() if c is not None}
+            nxt_c = col_u.get(sub[k + 1])
+            uncolor(u, sub[k + 1])
+            uncolor(u, sub[k])
+            if nxt_c is not None:
+                paint(u, sub[k], nxt_c)
+        uncolor(u, sub[-1])
+        paint(u, sub[-1], d)
+    out = {}
+    for a in range(n):
+        for b, c in col[a].items():
+            if a < b:
+                out[(a, b)] = c
+    return out
 
 
 def laplacian(n: int, edges) -> np.ndarray:
@@ -139,12 +166,39 @@ def activation_probabilities(laps: list[np.ndarray], budget: float) -> np.ndarra
     Solved as ``max γ s.t. Qᵀ(Σ p_j L_j)Q ⪰ γI`` with SCS (a first-order conic
     solver, tolerance 1e-7): interior-point solvers factor a dense system over
     the whole PSD cone and take seconds to minutes on 80-silo networks.
-    """
-    import cvxpy as cp
 
+    The solution is kept in fedsim's on-disk cache (:mod:`fedsim.topologies.cache`),
+    keyed by the exact solver input, the budget, the source of
+    :func:`_solve_activation_probabilities` and the cvxpy/SCS/Clarabel/numpy
+    versions, so a fresh process reuses it instead of solving again (the SDP is
+    the slowest step of a cycle-time sweep). ``FEDSIM_CACHE=off`` disables it.
+    """
     k, n = len(laps), laps[0].shape[0]
     q = _complement_basis(n)
     stacked = np.stack([(q.T @ lap @ q).ravel() for lap in laps], axis=1)
+    key = cache.digest(
+        "matcha-activation-sdp/1", stacked, float(budget),
+        inspect.getsource(_solve_activation_probabilities),
+        cache.package_versions("cvxpy", "scs", "clarabel", "numpy"),
+    )
+    hit = cache.load("matcha", key)
+    if hit is not None:
+        try:
+            p = np.asarray(hit["p"], dtype=float)
+        except (KeyError, TypeError, ValueError):
+            p = None
+        if (p is not None and p.shape == (k,) and np.all(np.isfinite(p))
+                and np.all((p >= 0) & (p <= 1)) and p.sum() <= budget * k + 1e-4):
+            return p
+    p = _solve_activation_probabilities(stacked, n, k, budget)
+    cache.store("matcha", key, {"what": "MATCHA activation probabilities (SCS)",
+                                "budget": float(budget), "matchings": k, "p": p.tolist()})
+    return p
+
+
+def _solve_activation_probabilities(stacked: np.ndarray, n: int, k: int, budget: float) -> np.ndarray:
+    import cvxpy as cp
+
     p, gamma = cp.Variable(k), cp.Variable()
     expected = cp.reshape(stacked @ p, (n - 1, n - 1), order="C")
     cons = [p >= 0, p <= 1, cp.sum(p) <= budget * k, (expected + expected.T) / 2 - gamma * np.eye(n - 1) >> 0]

@@ -12,6 +12,8 @@ the published value on large networks.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import networkx as nx
 import numpy as np
 
@@ -57,8 +59,18 @@ def christofides(w: np.ndarray, start: int = 0) -> list[int]:
     return list(dict.fromkeys(walk))
 
 
+@lru_cache(maxsize=64)
+def _cached_tour(n: int, weights: bytes) -> tuple[int, ...]:
+    return tuple(christofides(np.frombuffer(weights, dtype=float).reshape(n, n)))
+
+
 def build(conn: Connectivity, profile: DelayProfile) -> Schedule:
-    """Build the RING overlay: arcs ``tour[k] -> tour[k+1]``, closed."""
-    tour = christofides(pair_delay_matrix(conn, profile, access=True))
+    """Build the RING overlay: arcs ``tour[k] -> tour[k+1]``, closed.
+
+    The tour is cached per weight matrix (a multigraph on RING rebuilds the
+    same ring).
+    """
+    w = np.ascontiguousarray(pair_delay_matrix(conn, profile, access=True), dtype=float)
+    tour = list(_cached_tour(conn.n, w.tobytes()))
     arcs = np.array([(tour[k], tour[(k + 1) % len(tour)]) for k in range(len(tour))])
     return static_schedule("ring", conn.n, arcs, info={"tour": tour})

@@ -20,9 +20,39 @@ from fedsim.topologies.schedule import Schedule, bidirect
 CENTRALITIES = ("load", "closeness", "information")
 
 
+def _direct_paths_only(conn: Connectivity, a: float, b: float) -> bool:
+    """Whether every pair's direct latency beats every two-hop detour (strictly).
+
+    Latencies are computed as in :func:`server_silo` (``a * km + b`` per pair)
+    and detours summed in the same floating-point arithmetic networkx's Dijkstra
+    uses. With ``b > 0`` this always holds, because ``km`` is a shortest-path
+    metric: every detour pays the ``b`` term twice.
+    """
+    n = conn.n
+    if n < 3:
+        return True
+    lat = a * conn.km + b
+    np.fill_diagonal(lat, np.inf)
+    detour = np.full((n, n), np.inf)
+    for k in range(n):
+        np.minimum(detour, lat[:, k, None] + lat[None, k, :], out=detour)
+    off = ~np.eye(n, dtype=bool)
+    return bool(np.all(detour[off] > lat[off]))
+
+
 @lru_cache(maxsize=128)
 def server_silo(conn: Connectivity, a: float, b: float, centrality: str = "load") -> int:
-    """The silo of maximum centrality for the latency law ``a * km + b``."""
+    """The silo of maximum centrality for the latency law ``a * km + b``.
+
+    Ties go to the first silo. On the complete connectivity graph every
+    shortest latency path is usually the direct link (see
+    :func:`_direct_paths_only`); then no silo lies on another pair's shortest
+    path, every load centrality is 0, and the server is silo 0. That case is
+    answered without running networkx's ``load_centrality`` (which would
+    return the same all-zero scores).
+    """
+    if centrality == "load" and _direct_paths_only(conn, a, b):
+        return 0
     g = nx.Graph()
     g.add_nodes_from(conn.graph.nodes)
     g.add_weighted_edges_from(

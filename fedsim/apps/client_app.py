@@ -1,0 +1,104 @@
+"""The fedsim ClientApp: the same object runs in simulation and on silo machines.
+
+It knows nothing about topologies. It receives a flat model and a config,
+evaluates the received model on its silo's test split, trains the silo's
+task for the configured local steps, and replies with the trained model and
+metrics. A silo's task and partition are built once per process and reused.
+Parameters a task keeps local (e.g. CDL's sub-network) live in the node's
+``context.state`` between rounds.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedsim.clients import get_task
+
+app = ClientApp()
+
+
+@lru_cache(maxsize=8)
+def _task(name: str, options_json: str):
+    return get_task(name, json.loads(options_json))
+
+
+@lru_cache(maxsize=256)
+def _partition(name: str, options_json: str, silo: int, n_silos: int, seed: int):
+    return _task(name, options_json).partition(silo, n_silos, seed)
+
+
+def _silo(context: Context, config) -> int:
+    node = context.node_config
+    if "partition-id" in node:
+        return int(node["partition-id"])
+    return int(config["silo"])
+
+
+def _setup(msg: Message, context: Context):
+    torch.set_num_threads(1)  # one thread per silo: silos share the machine's cores
+    cfg = msg.content["config"]
+    name, options = str(cfg["task"]), str(cfg.get("task-options", "{}"))
+    task = _task(name, options)
+    silo = _silo(context, cfg)
+    data = _partition(name, options, silo, int(cfg["n-silos"]), int(cfg["seed"]))
+    model = task.model()
+    keys = task.exchanged_keys(model)
+    state = model.state_dict()
+    local_key = f"local-{silo}"
+    if local_key in context.state:  # parameters that never leave the silo
+        saved = context.state[local_key].to_torch_state_dict()
+        state.update({k: v for k, v in saved.items() if k not in keys})
+    flat = msg.content["arrays"].to_numpy_ndarrays()[0]
+    offset = 0
+    for k in keys:
+        n = state[k].numel()
+        state[k] = torch.from_numpy(np.asarray(flat[offset:offset + n])).view_as(state[k]).to(state[k].dtype)
+        offset += n
+    model.load_state_dict(state)
+    return task, silo, data, model, keys, cfg, local_key
+
+
+def flatten(model: torch.nn.Module, keys: list[str]) -> np.ndarray:
+    """The exchanged parameters as one float32 vector, in ``keys`` order."""
+    sd = model.state_dict()
+    return np.concatenate([sd[k].detach().reshape(-1).to(torch.float32).numpy() for k in keys])
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """Tell the ServerApp which silo this node serves."""
+    silo = int(context.node_config.get("partition-id", -1))
+    return Message(RecordDict({"metrics": MetricRecord({"silo": silo})}), reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    task, silo, data, model, keys, cfg, local_key = _setup(msg, context)
+    metrics: dict[str, float] = {"silo": silo, "num-examples": data.n_train}
+    if bool(cfg.get("evaluate", True)):
+        metrics |= {f"eval_{k}": v for k, v in task.evaluate(model, data).items()}
+    gen = torch.Generator().manual_seed(int(np.random.SeedSequence(
+        [int(cfg["seed"]), silo, int(cfg["round"])]).generate_state(1)[0]))
+    mu = float(cfg.get("prox-mu", 0.0))
+    anchor = [p.detach().clone() for p in model.parameters()] if mu > 0 else None
+    out = task.train(model, data, int(cfg["local-steps"]), gen, prox_mu=mu, anchor=anchor)
+    metrics |= {f"train_{k}": v for k, v in out.items()}
+    local = {k: v for k, v in model.state_dict().items() if k not in set(keys)}
+    if local:
+        context.state[local_key] = ArrayRecord(local)
+    content = RecordDict({"arrays": ArrayRecord([flatten(model, keys)]),
+                          "metrics": MetricRecord(metrics)})
+    return Message(content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    task, silo, data, model, *_ = _setup(msg, context)
+    metrics = {"silo": silo} | {f"eval_{k}": v for k, v in task.evaluate(model, data).items()}
+    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

@@ -1,0 +1,150 @@
+"""The run directory: config, per-round records, checkpoints, summary, plots.
+
+Layout::
+
+    RUN/config.json       resolved RunConfig (with the measured delay profile)
+    RUN/rounds.csv        one row per completed round (see :data:`BASE_COLUMNS`)
+    RUN/failures.json     silos that failed, per round
+    RUN/checkpoint.npz    silo models + pending records at the last checkpoint
+    RUN/summary.json      final metrics, simulated and wall-clock totals
+    RUN/metric_vs_round.png, RUN/metric_vs_time.png
+
+Row ``k`` describes the models *after* ``k`` rounds of training and mixing:
+``sim_cum_ms`` is the simulated wall clock at that point and the ``eval_*``
+columns evaluate those models (each silo on its own test split). Row 0 is
+the initial model. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fedsim.io import atomic_write, atomic_write_text
+
+BASE_COLUMNS = ("round", "sim_round_ms", "sim_cum_ms", "wall_s", "train_loss", "eval_loss",
+                "eval_metric", "consensus", "failed")
+
+
+class RunRecorder:
+    """Accumulates round rows and writes the run directory."""
+
+    def __init__(self, run_dir: Path, n_silos: int, metric: str) -> None:
+        self.dir = Path(run_dir)
+        self.n = n_silos
+        self.metric = metric
+        self.rows: list[dict] = []
+        self.pending: dict | None = None  # the last round, waiting for its evaluation
+        self.failures: list[dict] = []
+
+    @property
+    def columns(self) -> list[str]:
+        per_silo = [f"{self.metric}_s{i}" for i in range(self.n)] + [f"train_loss_s{i}" for i in range(self.n)]
+        return [*BASE_COLUMNS, *per_silo]
+
+    # -- rows -----------------------------------------------------------------
+    def open_round(self, row: dict) -> None:
+        """Start row ``row['round']`` (train metrics known; eval comes next round)."""
+        self.pending = row
+
+    def close_pending(self, eval_by_silo: dict[int, dict]) -> dict | None:
+        """Attach evaluation of the pending row's models and commit it."""
+        row = self.pending
+        if row is None:
+            return None
+        vals = [m for m in eval_by_silo.values()]
+        row["eval_loss"] = float(np.mean([m["eval_loss"] for m in vals])) if vals else float("nan")
+        key = f"eval_{self.metric}"
+        row["eval_metric"] = float(np.mean([m[key] for m in vals])) if vals else float("nan")
+        for silo, m in eval_by_silo.items():
+            row[f"{self.metric}_s{silo}"] = m[key]
+        self.rows.append(row)
+        self.pending = None
+        return row
+
+    def record_failure(self, rnd: int, failed: dict[int, str]) -> None:
+        self.failures.append({"round": rnd, "silos": {str(k): v for k, v in failed.items()}})
+        atomic_write_text(self.dir / "failures.json", json.dumps(self.failures, indent=2))
+
+    # -- files ----------------------------------------------------------------
+    def write_rounds(self) -> None:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        for r in self.rows:
+            w.writerow({k: _fmt(v) for k, v in r.items()})
+        atomic_write_text(self.dir / "rounds.csv", buf.getvalue())
+
+    def checkpoint(self, rnd: int, models: np.ndarray, extra: dict) -> None:
+        """Save everything needed to continue after round ``rnd``."""
+        self.write_rounds()
+        meta = json.dumps({"round": rnd, "pending": self.pending, "rows": len(self.rows),
+                           "failures": self.failures, **extra})
+        atomic_write(self.dir / "checkpoint.npz",
+                     lambda tmp: _savez(tmp, models=models, meta=np.array(meta)))
+
+    def load_checkpoint(self) -> tuple[int, np.ndarray, dict] | None:
+        path = self.dir / "checkpoint.npz"
+        if not path.exists():
+            return None
+        with np.load(path, allow_pickle=False) as z:
+            models = z["models"].copy()
+            meta = json.loads(str(z["meta"]))
+        self.rows = _read_rows(self.dir / "rounds.csv")[: meta["rows"]]
+        self.pending = meta["pending"]
+        self.failures = meta.get("failures", [])
+        return int(meta["round"]), models, meta
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write_text(self.dir / "summary.json", json.dumps(summary, indent=2, sort_keys=True))
+
+    def plot(self, title: str) -> None:
+        from fedsim.plots import curves
+
+        if not self.rows:
+            return
+        r = np.array([row["round"] for row in self.rows], float)
+        t = np.array([row["sim_cum_ms"] for row in self.rows], float) / 1e3
+        m = np.array([row["eval_metric"] for row in self.rows], float)
+        curves({title: (r, m)}, "round", f"mean test {self.metric}", self.dir / "metric_vs_round.png",
+               title=title)
+        curves({title: (t, m)}, "simulated wall clock (s)", f"mean test {self.metric}",
+               self.dir / "metric_vs_time.png", title=title)
+
+
+def _savez(tmp: str, **arrays) -> None:
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    with open(path, newline="") as fh:
+        for raw in csv.DictReader(fh):
+            row = {}
+            for k, v in raw.items():
+                if k == "failed":
+                    row[k] = v
+                elif k == "round":
+                    row[k] = int(v)
+                else:
+                    row[k] = float(v) if v not in ("", None) else float("nan")
+            rows.append(row)
+    return rows
+
+
+def read_rounds(run_dir: str | Path) -> list[dict]:
+    """The committed rows of a run directory's ``rounds.csv``."""
+    return _read_rows(Path(run_dir) / "rounds.csv")

@@ -1,0 +1,260 @@
+"""The fedsim ServerApp: config -> network, topology schedule, strategy, task.
+
+:func:`serve` is the round loop. It runs inside Flower's ServerApp both in
+simulation (``fedsim run``) and in deployment (``flwr run`` / ``fedsim deploy``).
+Each round it asks the strategy for one message per silo, waits for the
+replies, mixes, and records the simulated round time the topology would take
+on the WAN next to the measured wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from fedsim.apps.config import RunConfig
+from fedsim.apps.records import RunRecorder
+from fedsim.errors import FedsimError
+
+
+class RunStopped(FedsimError):
+    """The run stopped early (failed silos); completed rounds are kept."""
+
+
+def timing_topology(strategy: str) -> str:
+    """The topology whose cycle time a strategy's rounds take."""
+    return "star" if strategy in ("fedavg", "fedprox", "star") else strategy
+
+
+def resolve_profile(cfg: RunConfig, task):
+    """The task's delay profile: measured once per run, then read from the config."""
+    from fedsim.topologies.delay import DelayProfile
+
+    if cfg.profile is None:
+        cfg.profile = asdict(task.profile())
+    prof = DelayProfile(**{k: v for k, v in cfg.profile.items() if k != "description"})
+    return prof.with_overrides(local_steps=cfg.local_steps)
+
+
+def _wait_for_nodes(grid: Grid, n: int, timeout: float = 120.0) -> list[int]:
+    t0 = time.monotonic()
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= n:
+            return nodes
+        if time.monotonic() - t0 > timeout:
+            raise FedsimError(f"only {len(nodes)} of {n} SuperNodes connected within {timeout:.0f} s")
+        time.sleep(0.01)
+
+
+def _map_silos(grid: Grid, nodes: list[int], n: int) -> dict[int, int]:
+    """Ask every node which silo it serves (its ``partition-id``)."""
+    msgs = [Message(RecordDict({"config": ConfigRecord({})}), nid, "query") for nid in nodes]
+    mapping: dict[int, int] = {}
+    free = []
+    for reply in grid.send_and_receive(msgs, timeout=60):
+        if reply.has_error():
+            raise FedsimError(f"node {reply.metadata.src_node_id} failed to report its silo: "
+                              f"{reply.error.reason}")
+        silo = int(reply.content["metrics"]["silo"])
+        if 0 <= silo < n and silo not in mapping:
+            mapping[silo] = reply.metadata.src_node_id
+        else:
+            free.append(reply.metadata.src_node_id)
+    missing = [s for s in range(n) if s not in mapping]
+    if len(free) < len(missing):
+        raise FedsimError(f"silos {missing} have no SuperNode (need {n}, got {len(nodes)})")
+    mapping.update(zip(missing, sorted(free)))
+    return mapping
+
+
+def build_strategy(cfg: RunConfig, n: int, initial: np.ndarray, node_of_silo, schedule):
+    from fedsim.strategies import CENTRALIZED, Decentralized, FedProx
+
+    if cfg.strategy in CENTRALIZED:
+        cls = CENTRALIZED[cfg.strategy]
+        if cls is FedProx:
+            return FedProx(n, initial, node_of_silo, mu=cfg.mu)
+        return cls(n, initial, node_of_silo)
+    return Decentralized(n, initial, node_of_silo, schedule=schedule, rounds=cfg.rounds,
+                         seed=cfg.seed, self_weight=cfg.self_weight)
+
+
+def serve(grid: Grid, cfg: RunConfig, run_dir: Path, progress: bool = True, resume: bool = False,
+          on_round=None) -> dict:
+    """Run (or resume) a training run on ``grid``; returns the summary dict.
+
+    ``on_round(row)`` is called after each committed row (used by tests and
+    the CLI's progress display).
+    """
+    from tqdm import tqdm
+
+    from fedsim.clients import get_task
+    from fedsim.timing.simulate import simulate
+    from fedsim.topologies import build_schedule, connectivity
+    from fedsim.topologies.networks import load_network
+
+    torch.set_num_threads(1)
+    cfg.validate()
+    run_dir = Path(run_dir)
+    net = load_network(cfg.network)
+    n = net.n_silos
+    conn = connectivity(net)
+    task = get_task(cfg.task, cfg.task_options)
+    profile = resolve_profile(cfg, task)
+    topo = timing_topology(cfg.strategy)
+    schedule = build_schedule(topo, conn, profile, t=cfg.t, base=cfg.base, budget=cfg.budget)
+    clock = simulate(schedule, conn, profile, rounds=cfg.rounds, seed=cfg.seed)
+    (run_dir / "config.json").parent.mkdir(parents=True, exist_ok=True)
+    from fedsim.io import atomic_write_text
+
+    atomic_write_text(run_dir / "config.json", cfg.to_json())
+
+    nodes = _wait_for_nodes(grid, n)
+    node_of_silo = _map_silos(grid, nodes, n)
+    torch.manual_seed(cfg.seed)
+    model = task.model()
+    from fedsim.apps.client_app import flatten
+
+    initial = flatten(model, task.exchanged_keys(model))
+    strategy = build_strategy(cfg, n, initial, node_of_silo, schedule)
+    rec = RunRecorder(run_dir, n, task.metric)
+    start, sim_cum, wall_total = 1, 0.0, 0.0
+    failed_rounds = 0
+    if resume:
+        state = rec.load_checkpoint()
+        if state is not None:
+            last, models, meta = state
+            strategy.models = models.astype(np.float32)
+            start, sim_cum = last + 1, float(meta["sim_cum_ms"])
+            wall_total, failed_rounds = float(meta["wall_total_s"]), int(meta["failed_rounds"])
+            strategy.n_examples = np.asarray(meta["n_examples"], float)
+    base_cfg = {"task": cfg.task, "task-options": json.dumps(cfg.task_options, sort_keys=True),
+                "seed": cfg.seed, "n-silos": n, "local-steps": cfg.local_steps, "evaluate": True}
+    bar = tqdm(total=cfg.rounds, initial=start - 1, desc=f"{cfg.strategy}/{net.name}/{cfg.task}",
+               unit="round", disable=not progress, leave=False)
+    stop_reason = None
+    try:
+        for k in range(start, cfg.rounds + 1):
+            msgs = strategy.configure_train(k, None, ConfigRecord(base_cfg | {"round": k}), grid)
+            t0 = time.perf_counter()
+            replies = list(grid.send_and_receive(msgs, timeout=cfg.round_timeout))
+            strategy.aggregate_train(k, replies)
+            wall = time.perf_counter() - t0
+            wall_total += wall
+            out = strategy.last
+            evals = {s: m for s, m in out.train.items() if "eval_loss" in m}
+            if k == start and start == 1:
+                rec.open_round({"round": 0, "sim_round_ms": 0.0, "sim_cum_ms": 0.0, "wall_s": 0.0,
+                                "train_loss": float("nan"), "consensus": 0.0, "failed": ""})
+            committed = rec.close_pending(evals)
+            if committed is not None and on_round:
+                on_round(committed)
+            if out.failed:
+                failed_rounds += 1
+                rec.record_failure(k, out.failed)
+                if failed_rounds >= cfg.max_failed_rounds:
+                    stop_reason = (f"round {k}: silo(s) {sorted(out.failed)} failed "
+                                   f"({'; '.join(sorted(set(out.failed.values())))[:300]}); "
+                                   f"stopping after {failed_rounds} failed round(s) "
+                                   f"(--max-failed-rounds {cfg.max_failed_rounds})")
+                    rec.checkpoint(k - 1, strategy.models, _meta(sim_cum, wall_total, failed_rounds, strategy))
+                    break
+            sim_ms = float(clock.round_ms[k - 1])
+            sim_cum += sim_ms
+            row = {"round": k, "sim_round_ms": sim_ms, "sim_cum_ms": sim_cum, "wall_s": wall,
+                   "train_loss": float(np.mean([m["train_loss"] for m in out.train.values()])),
+                   "consensus": strategy.consensus_distance(),
+                   "failed": " ".join(str(s) for s in sorted(out.failed))}
+            for s, m in out.train.items():
+                row[f"train_loss_s{s}"] = m["train_loss"]
+            rec.open_round(row)
+            bar.update(1)
+            if rec.rows:
+                last = rec.rows[-1]
+                bar.set_postfix(sim=f"{sim_cum / 1e3:.2f}s", loss=f"{row['train_loss']:.3f}",
+                                **{task.metric[:3]: f"{last['eval_metric']:.3f}"})
+            if k % cfg.checkpoint_every == 0:
+                rec.checkpoint(k, strategy.models, _meta(sim_cum, wall_total, failed_rounds, strategy))
+        if stop_reason is None:
+            # Evaluate the final models to close the last row.
+            msgs = strategy.configure_evaluate(cfg.rounds, None, ConfigRecord(base_cfg), grid)
+            evals = {}
+            for reply in grid.send_and_receive(msgs, timeout=cfg.round_timeout):
+                if not reply.has_error():
+                    m = dict(reply.content["metrics"])
+                    evals[int(m["silo"])] = m
+            committed = rec.close_pending(evals)
+            if committed is not None and on_round:
+                on_round(committed)
+            rec.checkpoint(cfg.rounds, strategy.models, _meta(sim_cum, wall_total, failed_rounds, strategy))
+    finally:
+        bar.close()
+    last = rec.rows[-1] if rec.rows else {}
+    summary = {
+        "network": net.name, "silos": n, "strategy": cfg.strategy, "task": cfg.task,
+        "timing_topology": topo, "rounds_completed": int(last.get("round", 0)),
+        "rounds_requested": cfg.rounds, "final_eval_metric": last.get("eval_metric"),
+        "final_eval_loss": last.get("eval_loss"), "metric": task.metric,
+        "simulated_total_ms": last.get("sim_cum_ms", 0.0),
+        "simulated_cycle_time_ms": clock.value, "cycle_time_definition": clock.definition,
+        "wall_total_s": wall_total,
+        "mean_wall_round_s": wall_total / max(1, int(last.get("round", 0)) - start + 1),
+        "weights_method": getattr(strategy, "weights_method", None),
+        "stopped": stop_reason, "failed_rounds": failed_rounds,
+    }
+    rec.write_summary(summary)
+    rec.plot(f"{cfg.strategy} on {net.name}, {cfg.task}")
+    if stop_reason:
+        raise RunStopped(stop_reason)
+    return summary
+
+
+def _meta(sim_cum: float, wall_total: float, failed_rounds: int, strategy) -> dict:
+    return {"sim_cum_ms": sim_cum, "wall_total_s": wall_total, "failed_rounds": failed_rounds,
+            "n_examples": strategy.n_examples.tolist()}
+
+
+def make_server_app(cfg: RunConfig, run_dir: Path, progress: bool = True, resume: bool = False,
+                    result: dict | None = None, on_round=None,
+                    pull_interval: float | None = None) -> ServerApp:
+    """A ServerApp bound to one run (used by ``fedsim run``).
+
+    ``pull_interval`` shortens how often the in-memory grid of the simulation
+    engine polls for replies (Flower's default is 0.1 s).
+    """
+    app = ServerApp()
+
+    @app.main()
+    def _main(grid: Grid, context: Context) -> None:
+        if pull_interval is not None and hasattr(grid, "pull_interval"):
+            grid.pull_interval = pull_interval
+        summary = serve(grid, cfg, run_dir, progress=progress, resume=resume, on_round=on_round)
+        if result is not None:
+            result.update(summary)
+
+    return app
+
+
+# `flwr run .` entry point: the run config comes from pyproject's [tool.flwr.app.config].
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    rc = dict(context.run_config)
+    cfg = RunConfig(
+        network=str(rc.get("network", "gaia")), strategy=str(rc.get("strategy", "multigraph")),
+        task=str(rc.get("task", "digits")), rounds=int(rc.get("rounds", 20)),
+        local_steps=int(rc.get("local-steps", 1)), seed=int(rc.get("seed", 0)),
+        t=int(rc.get("t", 5)), base=str(rc.get("base", "ring")),
+        task_options=json.loads(str(rc.get("task-options", "{}"))),
+    )
+    serve(grid, cfg, Path(str(rc.get("out", "runs/flwr-run"))), progress=False)

@@ -1,0 +1,137 @@
+"""The task interface every local learning task implements.
+
+A task owns its model, its per-silo data partition, one round of local
+training and evaluation, and its delay profile. The ClientApp and the
+ServerApp only talk to tasks through this interface, so a new task is one
+module plus one registry line in :mod:`fedsim.clients`.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fedsim.topologies.delay import DelayProfile
+
+
+@dataclass
+class SiloData:
+    """One silo's fixed data partition (tensors on CPU)."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+
+class Task(ABC):
+    """A local learning task.
+
+    Subclasses set :attr:`name` and :attr:`metric` (the headline evaluation
+    metric, e.g. ``"accuracy"``) and implement the abstract methods.
+    """
+
+    name: str = ""
+    metric: str = "accuracy"
+    higher_is_better: bool = True
+
+    def __init__(self, config: dict | None = None) -> None:
+        self.config = dict(config or {})
+
+    # -- model ---------------------------------------------------------------
+    @abstractmethod
+    def model(self) -> torch.nn.Module:
+        """A freshly initialised model (the caller seeds torch)."""
+
+    def exchanged_keys(self, model: torch.nn.Module) -> list[str]:
+        """State-dict keys that leave the silo (default: all of them)."""
+        return list(model.state_dict().keys())
+
+    # -- data ----------------------------------------------------------------
+    @abstractmethod
+    def partition(self, silo: int, n_silos: int, seed: int) -> SiloData:
+        """Silo ``silo``'s partition; fixed for a run (depends only on the arguments)."""
+
+    # -- learning ------------------------------------------------------------
+    @abstractmethod
+    def train(self, model: torch.nn.Module, data: SiloData, steps: int, generator: torch.Generator,
+              prox_mu: float = 0.0, anchor: list[torch.Tensor] | None = None) -> dict[str, float]:
+        """Run ``steps`` local steps in place; return training metrics (``loss``).
+
+        With ``prox_mu > 0`` the FedProx term ``mu/2 * ||w - anchor||^2`` is added,
+        ``anchor`` being the received parameters.
+        """
+
+    @abstractmethod
+    def evaluate(self, model: torch.nn.Module, data: SiloData) -> dict[str, float]:
+        """Metrics on the silo's test split (``loss`` and :attr:`metric`)."""
+
+    # -- delay profile ---------------------------------------------------------
+    def profile(self, steps: int = 5) -> DelayProfile:
+        """Delay profile from the real exchanged size and a measured local step.
+
+        Model bits = 32 × the number of exchanged float32 values; compute time =
+        the median of ``steps`` timed local steps on this machine (1 thread).
+        """
+        torch.manual_seed(0)
+        model = self.model()
+        keys = set(self.exchanged_keys(model))
+        n_values = sum(v.numel() for k, v in model.state_dict().items() if k in keys)
+        data = self.partition(0, 1, seed=0)
+        gen = torch.Generator().manual_seed(0)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            self.train(model, data, 1, gen)  # warm-up
+            times = []
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                self.train(model, data, 1, gen)
+                times.append((time.perf_counter() - t0) * 1e3)
+        finally:
+            torch.set_num_threads(threads)
+        return DelayProfile(self.name, 32.0 * n_values, float(np.median(times)),
+                            description=f"{self.name} task: {n_values} exchanged values, measured step")
+
+
+def prox_term(model: torch.nn.Module, anchor: list[torch.Tensor] | None, mu: float) -> torch.Tensor:
+    """``mu/2 * Σ ||w - w_anchor||²`` over the model's parameters (0 if unused)."""
+    if not mu or anchor is None:
+        return torch.zeros(())
+    return 0.5 * mu * sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
+
+
+def dirichlet_partition(labels: np.ndarray, n_silos: int, alpha: float, seed: int,
+                        min_size: int = 4) -> list[np.ndarray]:
+    """Split sample indices over silos with a Dirichlet(α) label skew.
+
+    For each class, its samples are divided among silos with proportions drawn
+    from Dir(α); small α gives each silo few classes. Redraws (up to 100 times)
+    until every silo has at least ``min_size`` samples.
+
+    Examples
+    --------
+    >>> parts = dirichlet_partition(np.repeat(np.arange(3), 20), 4, alpha=0.5, seed=0)
+    >>> sorted(int(i) for p in parts for i in p) == list(range(60))
+    True
+    """
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    for _ in range(100):
+        parts: list[list[int]] = [[] for _ in range(n_silos)]
+        for c in classes:
+            idx = rng.permutation(np.flatnonzero(labels == c))
+            cuts = (np.cumsum(rng.dirichlet(np.full(n_silos, alpha))) * len(idx)).astype(int)[:-1]
+            for silo, chunk in enumerate(np.split(idx, cuts)):
+                parts[silo].extend(chunk.tolist())
+        if min(len(p) for p in parts) >= min_size:
+            break
+    return [np.sort(np.array(p, dtype=np.int64)) for p in parts]
