@@ -182,6 +182,97 @@ def _reproduce_table3(args, workers: int) -> int:
     return 0
 
 
+# ----------------------------------------------------------------- run
+def _task_options(items: list[str] | None) -> dict:
+    out: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise FedsimError(f"--task-option expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def cmd_run(args) -> int:
+    from pathlib import Path
+
+    from fedsim.apps.config import RunConfig
+    from fedsim.apps.simulation import run_simulation
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.json").exists():
+            raise FedsimError(f"cannot resume {run_dir}: no config.json there (not a fedsim run directory)")
+        cfg = RunConfig.from_file(run_dir / "config.json")
+        if args.rounds is not None:
+            cfg.rounds = args.rounds
+    else:
+        network = args.network or args.topology
+        if network is None:
+            raise FedsimError("give the network with --topology NAME (or --network NAME), e.g. --topology gaia")
+        options = _task_options(args.task_option)
+        if args.alpha is not None:
+            options["alpha"] = args.alpha
+        if args.lr is not None:
+            options["lr"] = args.lr
+        cfg = RunConfig(network=network, strategy=args.strategy, task=args.task,
+                        rounds=args.rounds if args.rounds is not None else 20,
+                        local_steps=args.local_steps, seed=args.seed, t=args.t, base=args.base,
+                        budget=args.budget, mu=args.mu, task_options=options,
+                        max_failed_rounds=args.max_failed_rounds,
+                        checkpoint_every=args.checkpoint_every, round_timeout=args.round_timeout,
+                        workers=args.workers, inject_fault=args.inject_fault,
+                        compute_ms=args.compute_ms)
+        cfg.validate()
+        from fedsim.topologies.networks import load_network
+
+        load_network(cfg.network)  # fail on a bad network before anything is written
+        run_dir = Path(args.out or f"runs/{Path(cfg.network).stem.replace(':', '-')}-{cfg.strategy}-{cfg.task}-s{cfg.seed}")
+        if (run_dir / "rounds.csv").exists() and not args.overwrite:
+            raise FedsimError(f"{run_dir} already holds a run; use --resume {run_dir}, another --out, "
+                              "or --overwrite")
+        if args.overwrite:
+            for name in ("rounds.csv", "checkpoint.npz", "summary.json", "failures.json"):
+                (run_dir / name).unlink(missing_ok=True)
+    s = run_simulation(cfg, run_dir, progress=not args.no_progress, resume=bool(args.resume))
+    print(f"{s['strategy']} on {s['network']} ({s['silos']} silos), task {s['task']}: "
+          f"{s['rounds_completed']} rounds")
+    print(f"  final mean test {s['metric']}: {s['final_eval_metric']:.4f}   loss {s['final_eval_loss']:.4f}")
+    print(f"  simulated wall clock: {s['simulated_total_ms'] / 1e3:.3f} s "
+          f"(cycle time {s['simulated_cycle_time_ms']:.2f} ms, {s['timing_topology']})")
+    print(f"  real wall time in rounds: {s['wall_total_s']:.1f} s ({s['mean_wall_round_s'] * 1e3:.0f} ms/round)")
+    print(f"  run directory: {run_dir}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    import numpy as np
+
+    from fedsim.apps.records import read_rounds
+    from fedsim.plots import curves
+
+    series = {}
+    for d in args.runs:
+        from pathlib import Path
+
+        rows = read_rounds(d)
+        if not rows:
+            raise FedsimError(f"{d} has no rounds.csv with completed rounds")
+        label = Path(d).name
+        x = np.array([r["sim_cum_ms"] / 1e3 if args.x == "time" else r["round"] for r in rows], float)
+        series[label] = (x, np.array([r["eval_metric"] for r in rows], float))
+        best = max(series[label][1])
+        print(f"{label}: {len(rows) - 1} rounds, simulated {rows[-1]['sim_cum_ms'] / 1e3:.3f} s, "
+              f"final {rows[-1]['eval_metric']:.4f}, best {best:.4f}")
+    xlabel = "simulated wall clock (s)" if args.x == "time" else "round"
+    curves(series, xlabel, "mean test metric", args.out, title="fedsim compare")
+    print(f"plot written to {args.out}")
+    return 0
+
+
 # ----------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -222,13 +313,42 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--local-steps", type=int)
     p.set_defaults(func=cmd_cycle_time)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    p = sub.add_parser("run", help="train on Flower's Simulation Engine (Ray), in-process")
+    p.add_argument("--topology", help="the network (built-in name, zoo:NAME or .gml), e.g. gaia")
+    p.add_argument("--network", help="same as --topology")
+    p.add_argument("--strategy", default="multigraph",
+                   help="fedavg fedprox star ring mst dmbst matcha matcha_plus multigraph (default multigraph)")
+    p.add_argument("--task", default="digits", help="local task (default digits)")
+    p.add_argument("--rounds", type=int, help="rounds (default 20)")
+    p.add_argument("--local-steps", type=int, default=1, help="local steps per round (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="run directory (default runs/NETWORK-STRATEGY-TASK-sSEED)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--workers", type=int, default=0, help="parallel ClientApp actors (default: up to 2)")
+    p.add_argument("--t", type=int, default=5, help="multigraph maximum multiplicity")
+    p.add_argument("--base", default="ring", help="multigraph base overlay")
+    p.add_argument("--budget", type=float, default=0.5, help="MATCHA budget")
+    p.add_argument("--mu", type=float, default=0.01, help="FedProx proximal weight")
+    p.add_argument("--alpha", type=float, help="Dirichlet label-skew alpha of the task's partition")
+    p.add_argument("--lr", type=float, help="local learning rate")
+    p.add_argument("--task-option", action="append", metavar="KEY=VALUE", help="task option (repeatable)")
+    p.add_argument("--max-failed-rounds", type=int, default=1,
+                   help="stop after this many rounds with a failed silo (default 1)")
+    p.add_argument("--checkpoint-every", type=int, default=10, help="rounds between checkpoints")
+    p.add_argument("--round-timeout", type=float, help="seconds to wait for a round's replies")
+    p.add_argument("--compute-ms", type=float,
+                   help="compute time per local step for the simulated clock (default: measured)")
+    p.add_argument("--inject-fault", metavar="SILO:ROUND", help="make a silo's ClientApp raise (testing)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("compare", help="overlay runs on one plot (metric vs simulated time)")
+    p.add_argument("runs", nargs="+", help="run directories")
+    p.add_argument("--out", default="compare.png", help="plot file (default compare.png)")
+    p.add_argument("--x", choices=("time", "round"), default="time")
+    p.set_defaults(func=cmd_compare)
     return parser
-
-
-# Sub-commands contributed by the training room register themselves here.
-_EXTRA_COMMANDS: list = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

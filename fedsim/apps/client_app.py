@@ -64,6 +64,17 @@ def _setup(msg: Message, context: Context):
     return task, silo, data, model, keys, cfg, local_key
 
 
+def checksums(flat: np.ndarray) -> tuple[float, float]:
+    """Two linear fingerprints of a flat model: its sum and a fixed ±1-weighted sum.
+
+    Mixing is linear, so the fingerprints of a mixture are the same mixture of
+    the fingerprints: tests use them to check what each silo received.
+    """
+    signs = np.where(np.random.default_rng(12345).random(flat.size) < 0.5, -1.0, 1.0)
+    f = np.asarray(flat, dtype=np.float64)
+    return float(f.sum()), float(f @ signs)
+
+
 def flatten(model: torch.nn.Module, keys: list[str]) -> np.ndarray:
     """The exchanged parameters as one float32 vector, in ``keys`` order."""
     sd = model.state_dict()
@@ -80,7 +91,11 @@ def query(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     task, silo, data, model, keys, cfg, local_key = _setup(msg, context)
-    metrics: dict[str, float] = {"silo": silo, "num-examples": data.n_train}
+    if int(cfg.get("fault-silo", -1)) == silo and int(cfg.get("fault-round", -1)) == int(cfg["round"]):
+        raise RuntimeError(f"injected fault in silo {silo}, round {int(cfg['round'])}")
+    received = checksums(msg.content["arrays"].to_numpy_ndarrays()[0])
+    metrics: dict[str, float] = {"silo": silo, "num-examples": data.n_train,
+                                 "received_sum": received[0], "received_signed": received[1]}
     if bool(cfg.get("evaluate", True)):
         metrics |= {f"eval_{k}": v for k, v in task.evaluate(model, data).items()}
     gen = torch.Generator().manual_seed(int(np.random.SeedSequence(
@@ -92,13 +107,16 @@ def train(msg: Message, context: Context) -> Message:
     local = {k: v for k, v in model.state_dict().items() if k not in set(keys)}
     if local:
         context.state[local_key] = ArrayRecord(local)
-    content = RecordDict({"arrays": ArrayRecord([flatten(model, keys)]),
-                          "metrics": MetricRecord(metrics)})
+    flat = flatten(model, keys)
+    metrics["trained_sum"], metrics["trained_signed"] = checksums(flat)
+    content = RecordDict({"arrays": ArrayRecord([flat]), "metrics": MetricRecord(metrics)})
     return Message(content, reply_to=msg)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     task, silo, data, model, *_ = _setup(msg, context)
-    metrics = {"silo": silo} | {f"eval_{k}": v for k, v in task.evaluate(model, data).items()}
+    received = checksums(msg.content["arrays"].to_numpy_ndarrays()[0])
+    metrics = {"silo": silo, "received_sum": received[0], "received_signed": received[1]}
+    metrics |= {f"eval_{k}": v for k, v in task.evaluate(model, data).items()}
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

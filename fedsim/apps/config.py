@@ -37,6 +37,12 @@ class RunConfig:
         Seconds to wait for replies in a round (None: wait for all).
     workers : int
         Parallel ClientApp actors in simulation (0: one per core).
+    compute_ms : float or None
+        Compute time of one local step for the simulated clock; None measures
+        the task's step on this machine once per run.
+    inject_fault : str or None
+        ``"SILO:ROUND"``: that silo's ClientApp raises in that round (to
+        exercise failure handling).
     profile : dict or None
         The task's delay profile, measured once and stored so that a resumed
         run uses the same simulated clock.
@@ -58,6 +64,8 @@ class RunConfig:
     checkpoint_every: int = 10
     round_timeout: float | None = None
     workers: int = 0
+    compute_ms: float | None = None
+    inject_fault: str | None = None
     profile: dict | None = None
 
     def validate(self) -> RunConfig:
@@ -79,6 +87,12 @@ class RunConfig:
             raise FedsimError(f"self weight must be in [0, 1], got {self.self_weight}")
         if self.mu < 0:
             raise FedsimError(f"--mu must be >= 0, got {self.mu}")
+        if self.compute_ms is not None:
+            check_positive("--compute-ms", self.compute_ms)
+        if self.inject_fault is not None:
+            parts = str(self.inject_fault).split(":")
+            if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+                raise FedsimError(f"--inject-fault expects SILO:ROUND, got {self.inject_fault!r}")
         if self.round_timeout is not None:
             check_positive("--round-timeout", self.round_timeout)
         return self

@@ -38,7 +38,10 @@ def resolve_profile(cfg: RunConfig, task):
     from fedsim.topologies.delay import DelayProfile
 
     if cfg.profile is None:
-        cfg.profile = asdict(task.profile())
+        measured = task.profile()
+        if cfg.compute_ms is not None:
+            measured = measured.with_overrides(compute_ms=cfg.compute_ms)
+        cfg.profile = asdict(measured)
     prof = DelayProfile(**{k: v for k, v in cfg.profile.items() if k != "description"})
     return prof.with_overrides(local_steps=cfg.local_steps)
 
@@ -91,8 +94,10 @@ def serve(grid: Grid, cfg: RunConfig, run_dir: Path, progress: bool = True, resu
           on_round=None) -> dict:
     """Run (or resume) a training run on ``grid``; returns the summary dict.
 
-    ``on_round(row)`` is called after each committed row (used by tests and
-    the CLI's progress display).
+    ``on_round(k, outcome, strategy)`` is called after round ``k`` is mixed
+    (``k = cfg.rounds + 1`` for the final evaluation, whose ``outcome.train``
+    holds the evaluation replies); tests use it to check what each silo
+    received.
     """
     from tqdm import tqdm
 
@@ -138,6 +143,9 @@ def serve(grid: Grid, cfg: RunConfig, run_dir: Path, progress: bool = True, resu
             strategy.n_examples = np.asarray(meta["n_examples"], float)
     base_cfg = {"task": cfg.task, "task-options": json.dumps(cfg.task_options, sort_keys=True),
                 "seed": cfg.seed, "n-silos": n, "local-steps": cfg.local_steps, "evaluate": True}
+    if cfg.inject_fault:
+        silo, rnd = (int(x) for x in cfg.inject_fault.split(":"))
+        base_cfg |= {"fault-silo": silo, "fault-round": rnd}
     bar = tqdm(total=cfg.rounds, initial=start - 1, desc=f"{cfg.strategy}/{net.name}/{cfg.task}",
                unit="round", disable=not progress, leave=False)
     stop_reason = None
@@ -146,6 +154,7 @@ def serve(grid: Grid, cfg: RunConfig, run_dir: Path, progress: bool = True, resu
             msgs = strategy.configure_train(k, None, ConfigRecord(base_cfg | {"round": k}), grid)
             t0 = time.perf_counter()
             replies = list(grid.send_and_receive(msgs, timeout=cfg.round_timeout))
+            before = strategy.models
             strategy.aggregate_train(k, replies)
             wall = time.perf_counter() - t0
             wall_total += wall
@@ -154,9 +163,9 @@ def serve(grid: Grid, cfg: RunConfig, run_dir: Path, progress: bool = True, resu
             if k == start and start == 1:
                 rec.open_round({"round": 0, "sim_round_ms": 0.0, "sim_cum_ms": 0.0, "wall_s": 0.0,
                                 "train_loss": float("nan"), "consensus": 0.0, "failed": ""})
-            committed = rec.close_pending(evals)
-            if committed is not None and on_round:
-                on_round(committed)
+            rec.close_pending(evals)
+            if on_round:
+                on_round(k, out, strategy)
             if out.failed:
                 failed_rounds += 1
                 rec.record_failure(k, out.failed)
@@ -165,7 +174,8 @@ def serve(grid: Grid, cfg: RunConfig, run_dir: Path, progress: bool = True, resu
                                    f"({'; '.join(sorted(set(out.failed.values())))[:300]}); "
                                    f"stopping after {failed_rounds} failed round(s) "
                                    f"(--max-failed-rounds {cfg.max_failed_rounds})")
-                    rec.checkpoint(k - 1, strategy.models, _meta(sim_cum, wall_total, failed_rounds, strategy))
+                    strategy.models = before  # the failed round is not applied
+                    rec.checkpoint(k - 1, before, _meta(sim_cum, wall_total, failed_rounds, strategy))
                     break
             sim_ms = float(clock.round_ms[k - 1])
             sim_cum += sim_ms
@@ -191,9 +201,11 @@ def serve(grid: Grid, cfg: RunConfig, run_dir: Path, progress: bool = True, resu
                 if not reply.has_error():
                     m = dict(reply.content["metrics"])
                     evals[int(m["silo"])] = m
-            committed = rec.close_pending(evals)
-            if committed is not None and on_round:
-                on_round(committed)
+            rec.close_pending(evals)
+            if on_round:
+                from fedsim.strategies.base import RoundOutcome
+
+                on_round(cfg.rounds + 1, RoundOutcome(train=evals), strategy)
             rec.checkpoint(cfg.rounds, strategy.models, _meta(sim_cum, wall_total, failed_rounds, strategy))
     finally:
         bar.close()

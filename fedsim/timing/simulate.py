@@ -149,17 +149,22 @@ def matcha_round_times(
     np.maximum.at(per_matching, match, base + core)
     times = np.where(draws, per_matching, -np.inf).max(axis=1)
     drawsf = draws.astype(float)
+    done = None
     for end, unit_ms in ((0, profile.upload_ms), (1, profile.download_ms)):
         node = arcs[:, end]
         count = np.zeros((k, n))
         np.add.at(count, (match, node), 1.0)
         top = np.full((k, n), -np.inf)  # largest b among the node's arcs in each matching
         np.maximum.at(top, (match, node), base)
+        if done is not None and unit_ms == done[0] and np.array_equal(count, done[1]) \
+                and np.array_equal(top, done[2]):
+            break  # symmetric overlay and equal access capacities: same term again
         deg = drawsf @ count  # (R, N) degrees over active arcs, exact integers
         best = np.full((r, n), -np.inf)  # largest b among each node's active arcs
         for j in range(k):
             np.maximum(best, np.where(draws[:, j, None], top[j], -np.inf), out=best)
         times = np.maximum(times, (best + deg * unit_ms).max(axis=1))
+        done = (unit_ms, count, top)
     return times
 
 

@@ -1,7 +1,8 @@
 """A small persistent cache for expensive, deterministic solver results.
 
-Used for MATCHA's activation-probability SDP (seconds per network with SCS),
-so that a fresh process does not solve the same problem again.
+Used for MATCHA's decomposition (edge colouring, activation-probability SDP
+and mixing step; the SCS solve takes seconds per network), so that a fresh
+process does not solve the same problem again.
 
 Safety
 ------
@@ -10,9 +11,10 @@ Safety
   before trusting it; anything unreadable or invalid is ignored and
   recomputed.
 * The key is a SHA-256 of *everything* the result depends on: the exact
-  numeric input arrays (bytes, dtype, shape), the parameters, the source code
-  of the solving function and the versions of the solver packages. Changing
-  any of them gives a new key, so a stale entry is never used.
+  inputs (arrays with their bytes, dtype and shape), the parameters, the
+  source code that computes the result and the versions of the numerical
+  packages. Changing any of them gives a new key, so a stale entry is never
+  used.
 * Files are written atomically (temp file + rename); a failed write (read-only
   home, full disk) is silently skipped: the cache only ever saves time.
 
@@ -40,16 +42,7 @@ _OFF = {"0", "off", "false", "no"}
 
 
 def cache_dir() -> Path | None:
-    """The cache folder, or ``None`` when caching is disabled.
-
-    Examples
-    --------
-    >>> import os
-    >>> os.environ["FEDSIM_CACHE"] = "off"
-    >>> cache_dir() is None
-    True
-    >>> del os.environ["FEDSIM_CACHE"]
-    """
+    """The cache folder, or ``None`` when caching is disabled (``FEDSIM_CACHE=off``)."""
     if os.environ.get("FEDSIM_CACHE", "").strip().lower() in _OFF:
         return None
     root = os.environ.get("FEDSIM_CACHE_DIR")

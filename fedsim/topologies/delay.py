@@ -285,7 +285,7 @@ def arc_delays(
     >>> net = Network("toy", ("a", "b"), ((0, 1, 1000.0),), (None, None))
     >>> p = get_profile("femnist")
     >>> d = arc_delays(connectivity(net), p, np.array([[0, 1], [1, 0]]))
-    >>> [round(x, 4) for x in d]  # 4.6 + 12.5 + M/1e9 (4.8432 ms)
+    >>> [round(float(x), 4) for x in d]  # 4.6 + 12.5 + M/1e9 (4.8432 ms)
     [21.9432, 21.9432]
     """
     arcs = np.asarray(arcs, dtype=np.int64).reshape(-1, 2)

@@ -11,12 +11,10 @@ expected graph under the budget ``Σ p_j ≤ Cb · #matchings``; the mixing step
 
 from __future__ import annotations
 
-import inspect
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
-import scipy.linalg
-import scipy.optimize
 
 from fedsim.errors import FedsimError
 from fedsim.topologies import cache
@@ -157,6 +155,8 @@ def _complement_basis(n: int) -> np.ndarray:
     the ``β 11ᵀ`` and ``11ᵀ/N`` terms and makes the problems smaller and better
     conditioned without changing their optima.
     """
+    import scipy.linalg
+
     return scipy.linalg.null_space(np.ones((1, n)))
 
 
@@ -166,34 +166,11 @@ def activation_probabilities(laps: list[np.ndarray], budget: float) -> np.ndarra
     Solved as ``max γ s.t. Qᵀ(Σ p_j L_j)Q ⪰ γI`` with SCS (a first-order conic
     solver, tolerance 1e-7): interior-point solvers factor a dense system over
     the whole PSD cone and take seconds to minutes on 80-silo networks.
-
-    The solution is kept in fedsim's on-disk cache (:mod:`fedsim.topologies.cache`),
-    keyed by the exact solver input, the budget, the source of
-    :func:`_solve_activation_probabilities` and the cvxpy/SCS/Clarabel/numpy
-    versions, so a fresh process reuses it instead of solving again (the SDP is
-    the slowest step of a cycle-time sweep). ``FEDSIM_CACHE=off`` disables it.
     """
     k, n = len(laps), laps[0].shape[0]
     q = _complement_basis(n)
     stacked = np.stack([(q.T @ lap @ q).ravel() for lap in laps], axis=1)
-    key = cache.digest(
-        "matcha-activation-sdp/1", stacked, float(budget),
-        inspect.getsource(_solve_activation_probabilities),
-        cache.package_versions("cvxpy", "scs", "clarabel", "numpy"),
-    )
-    hit = cache.load("matcha", key)
-    if hit is not None:
-        try:
-            p = np.asarray(hit["p"], dtype=float)
-        except (KeyError, TypeError, ValueError):
-            p = None
-        if (p is not None and p.shape == (k,) and np.all(np.isfinite(p))
-                and np.all((p >= 0) & (p <= 1)) and p.sum() <= budget * k + 1e-4):
-            return p
-    p = _solve_activation_probabilities(stacked, n, k, budget)
-    cache.store("matcha", key, {"what": "MATCHA activation probabilities (SCS)",
-                                "budget": float(budget), "matchings": k, "p": p.tolist()})
-    return p
+    return _solve_activation_probabilities(stacked, n, k, budget)
 
 
 def _solve_activation_probabilities(stacked: np.ndarray, n: int, k: int, budget: float) -> np.ndarray:
@@ -234,6 +211,8 @@ def mixing_step(laps: list[np.ndarray], p: np.ndarray) -> float:
 
     # rho(0) = 1 and rho grows for alpha < 0, so the optimum lies in [0, 2/λ_min(a)].
     low = max(float(np.linalg.eigvalsh(a)[0]), 1e-12)
+    import scipy.optimize
+
     res = scipy.optimize.minimize_scalar(rho, bounds=(0.0, 2.0 / low), method="bounded",
                                          options={"xatol": 1e-10})
     return float(res.x)
@@ -243,7 +222,16 @@ def mixing_step(laps: list[np.ndarray], p: np.ndarray) -> float:
 def decomposition(
     conn: Connectivity, plus: bool, budget: float
 ) -> tuple[tuple[tuple[int, int], ...], np.ndarray, np.ndarray, float]:
-    """Edges, matching index per edge, activation probabilities and α (cached)."""
+    """Edges, matching index per edge, activation probabilities and α.
+
+    Cached in the process and on disk (:mod:`fedsim.topologies.cache`): the
+    activation-probability SDP takes seconds per network. The disk key hashes
+    the silo count, the edge list (in order), the budget, this module's source
+    and the numpy/scipy/cvxpy/SCS/Clarabel versions, i.e. everything the
+    result depends on; an entry is also checked (proper matchings,
+    probabilities in [0, 1] within budget, finite α) before it is used.
+    ``FEDSIM_CACHE=off`` disables the disk cache.
+    """
     if plus:
         edges = [(u, v) for u, v in conn.graph.edges]
     else:
@@ -253,6 +241,15 @@ def decomposition(
             if u != v and k not in seen:
                 seen.add(k)
                 edges.append((u, v))
+    key = cache.digest(
+        "matcha-decomposition/1", conn.n, np.asarray(edges, dtype=np.int64).reshape(-1, 2),
+        float(budget), _module_source(),
+        cache.package_versions("numpy", "scipy", "cvxpy", "scs", "clarabel"),
+    )
+    hit = _checked_entry(cache.load("matcha", key), conn.n, edges, budget)
+    if hit is not None:
+        match, p, alpha = hit
+        return tuple(edges), match, p, alpha
     colors = misra_gries(conn.n, edges)
     used = sorted(set(colors.values()))
     index = {c: j for j, c in enumerate(used)}
@@ -260,7 +257,43 @@ def decomposition(
     laps = [laplacian(conn.n, [e for e, m in zip(edges, match) if m == j]) for j in range(len(used))]
     p = activation_probabilities(laps, budget)
     alpha = mixing_step(laps, p)
+    cache.store("matcha", key, {
+        "what": "fedsim MATCHA decomposition: matching per edge, activation probabilities, alpha",
+        "silos": conn.n, "edges": len(edges), "budget": float(budget),
+        "match": match.tolist(), "p": p.tolist(), "alpha": alpha,
+    })
     return tuple(edges), match, p, alpha
+
+
+@lru_cache(maxsize=1)
+def _module_source() -> bytes:
+    return Path(__file__).read_bytes()
+
+
+def _checked_entry(entry, n: int, edges, budget: float):
+    """``(match, p, alpha)`` from a cache entry if it is a valid decomposition, else None."""
+    if entry is None:
+        return None
+    try:
+        match = np.asarray(entry["match"], dtype=np.int64)
+        p = np.asarray(entry["p"], dtype=float)
+        alpha = float(entry["alpha"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    k = len(p)
+    if match.shape != (len(edges),) or p.ndim != 1 or k == 0:
+        return None
+    if match.min(initial=0) < 0 or match.max(initial=0) >= k or len(np.unique(match)) != k:
+        return None
+    ends = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    slots = np.concatenate([match * n + ends[:, 0], match * n + ends[:, 1]])
+    if len(np.unique(slots)) != len(slots):  # a silo twice in one matching
+        return None
+    if not (np.all(np.isfinite(p)) and np.all((p >= 0) & (p <= 1)) and p.sum() <= budget * k + 1e-4):
+        return None
+    if not (np.isfinite(alpha) and alpha >= 0):
+        return None
+    return match, p, alpha
 
 
 def _build(conn: Connectivity, plus: bool, budget: float) -> Schedule:
