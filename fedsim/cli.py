@@ -74,6 +74,7 @@ def cmd_networks(args) -> int:
 
 # ----------------------------------------------------------------- topology
 def cmd_topology(args) -> int:
+    import fedsim.clients  # noqa: F401  (registers the tasks' delay profiles)
     from fedsim.timing.simulate import simulate
     from fedsim.topologies import build_schedule, connectivity, get_profile
     from fedsim.topologies.networks import load_network
@@ -125,6 +126,7 @@ def cmd_topology(args) -> int:
 
 # ----------------------------------------------------------------- cycle-time
 def cmd_cycle_time(args) -> int:
+    import fedsim.clients  # noqa: F401  (registers the tasks' delay profiles)
     from fedsim.timing.sweep import SweepConfig, markdown_table, run_sweep, write_csv
     from fedsim.topologies import TOPOLOGIES
     from fedsim.topologies.delay import get_profile, profile_names
@@ -141,12 +143,13 @@ def cmd_cycle_time(args) -> int:
         if t not in TOPOLOGIES:
             raise unknown_name("topology", t, TOPOLOGIES)
     overrides = _overrides(args)
-    for p in profiles:
-        get_profile(p, **overrides)  # validate names and numbers before any work
+    # Resolve profiles here (a task profile is measured once) and ship them to the workers.
+    resolved = {p: get_profile(p, **overrides) for p in profiles}
     for n in networks:
         load_network(n)
     check_int_at_least("--t", args.t, 1)
-    configs = [SweepConfig(n, p, tuple(sorted(overrides.items())), args.t, args.budget, args.seed)
+    configs = [SweepConfig(n, p, tuple(sorted(overrides.items())), args.t, args.budget, args.seed,
+                           resolved=resolved[p])
                for p in profiles for n in networks]
     rows = run_sweep(configs, topologies, workers=workers, progress=not args.no_progress)
     print(markdown_table(rows, topologies))
@@ -348,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="compare.png", help="plot file (default compare.png)")
     p.add_argument("--x", choices=("time", "round"), default="time")
     p.set_defaults(func=cmd_compare)
+
+    from fedsim.clients.cfor_retrieval import add_retrieve_parser
+    from fedsim.deploy.cli import add_deploy_parser
+
+    add_retrieve_parser(sub)
+    add_deploy_parser(sub)
     return parser
 
 

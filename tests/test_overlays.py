@@ -16,6 +16,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from fedsim.errors import FedsimError
 from fedsim.timing.simulate import matcha_round_times, simulate
 from fedsim.topologies import build_schedule, connectivity, get_profile
 from fedsim.topologies.delay import DelayProfile, arc_delays, pair_delay_matrix
@@ -324,6 +325,24 @@ def test_matching_draws_follow_the_reference_stream(p, rounds, seed):
     s = Schedule("matcha", 2 * k, np.zeros((k, 2), dtype=np.int64), np.ones(k, dtype=np.int64),
                  matchings=np.arange(k), probabilities=np.asarray(p), alpha=0.1)
     assert np.array_equal(s.matching_draws(rounds, seed), np.array(expected))
+
+
+def test_matching_draws_with_rare_activations_and_none():
+    p = [0.003, 0.0]
+    rng = np.random.RandomState(7)
+    expected = []
+    for _ in range(40):  # about 330 draws per kept round
+        act = rng.binomial(n=1, p=p)
+        while act.sum() == 0:
+            act = rng.binomial(n=1, p=p)
+        expected.append(act.astype(bool))
+    s = Schedule("matcha", 4, np.array([[0, 1], [2, 3]]), np.ones(2, dtype=np.int64),
+                 matchings=np.arange(2), probabilities=np.asarray(p), alpha=0.1)
+    assert np.array_equal(s.matching_draws(40, 7), np.array(expected))
+    never = Schedule("matcha", 4, np.array([[0, 1], [2, 3]]), np.ones(2, dtype=np.int64),
+                     matchings=np.arange(2), probabilities=np.zeros(2), alpha=0.1)
+    with pytest.raises(FedsimError, match="no round can communicate"):
+        never.matching_draws(10)
 
 
 def test_matcha_decomposition_disk_cache(tmp_path, monkeypatch):

@@ -61,7 +61,7 @@ def _setup(msg: Message, context: Context):
         state[k] = torch.from_numpy(np.asarray(flat[offset:offset + n])).view_as(state[k]).to(state[k].dtype)
         offset += n
     model.load_state_dict(state)
-    return task, silo, data, model, keys, cfg, local_key
+    return task, silo, data, model, keys, cfg, local_key, flat
 
 
 def checksums(flat: np.ndarray) -> tuple[float, float]:
@@ -70,9 +70,16 @@ def checksums(flat: np.ndarray) -> tuple[float, float]:
     Mixing is linear, so the fingerprints of a mixture are the same mixture of
     the fingerprints: tests use them to check what each silo received.
     """
-    signs = np.where(np.random.default_rng(12345).random(flat.size) < 0.5, -1.0, 1.0)
     f = np.asarray(flat, dtype=np.float64)
-    return float(f.sum()), float(f @ signs)
+    return float(f.sum()), float(f @ _signs(f.size))
+
+
+@lru_cache(maxsize=8)
+def _signs(size: int) -> np.ndarray:
+    """The fixed ±1 weights of :func:`checksums` (drawn once per model size and process)."""
+    signs = np.where(np.random.default_rng(12345).random(size) < 0.5, -1.0, 1.0)
+    signs.flags.writeable = False
+    return signs
 
 
 def flatten(model: torch.nn.Module, keys: list[str]) -> np.ndarray:
@@ -90,10 +97,10 @@ def query(msg: Message, context: Context) -> Message:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    task, silo, data, model, keys, cfg, local_key = _setup(msg, context)
+    task, silo, data, model, keys, cfg, local_key, received_flat = _setup(msg, context)
     if int(cfg.get("fault-silo", -1)) == silo and int(cfg.get("fault-round", -1)) == int(cfg["round"]):
         raise RuntimeError(f"injected fault in silo {silo}, round {int(cfg['round'])}")
-    received = checksums(msg.content["arrays"].to_numpy_ndarrays()[0])
+    received = checksums(received_flat)  # the received array, deserialised once in _setup
     metrics: dict[str, float] = {"silo": silo, "num-examples": data.n_train,
                                  "received_sum": received[0], "received_signed": received[1]}
     if bool(cfg.get("evaluate", True)):
@@ -115,8 +122,8 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    task, silo, data, model, *_ = _setup(msg, context)
-    received = checksums(msg.content["arrays"].to_numpy_ndarrays()[0])
+    task, silo, data, model, *_, received_flat = _setup(msg, context)
+    received = checksums(received_flat)
     metrics = {"silo": silo, "received_sum": received[0], "received_signed": received[1]}
     metrics |= {f"eval_{k}": v for k, v in task.evaluate(model, data).items()}
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

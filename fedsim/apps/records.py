@@ -11,8 +11,9 @@ Layout::
 
 Row ``k`` describes the models *after* ``k`` rounds of training and mixing:
 ``sim_cum_ms`` is the simulated wall clock at that point and the ``eval_*``
-columns evaluate those models (each silo on its own test split). Row 0 is
-the initial model. Every file is written atomically.
+columns evaluate those models (each silo on its own test split;
+``eval_metric`` is the mean over silos, ``eval_metric_pooled`` the mean
+weighted by test-split size). Row 0 is the initial model. Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 from fedsim.io import atomic_write, atomic_write_text
 
 BASE_COLUMNS = ("round", "sim_round_ms", "sim_cum_ms", "wall_s", "train_loss", "eval_loss",
-                "eval_metric", "consensus", "failed")
+                "eval_metric", "eval_metric_pooled", "consensus", "failed")
 
 
 class RunRecorder:
@@ -60,6 +61,10 @@ class RunRecorder:
         row["eval_loss"] = float(np.mean([m["eval_loss"] for m in vals])) if vals else float("nan")
         key = f"eval_{self.metric}"
         row["eval_metric"] = float(np.mean([m[key] for m in vals])) if vals else float("nan")
+        # Pooled over the union of the silos' test splits: the test-size-weighted mean.
+        sizes = np.array([m.get("eval_n", 1.0) for m in vals], float)
+        row["eval_metric_pooled"] = (float(np.dot(sizes, [m[key] for m in vals]) / sizes.sum())
+                                     if vals else float("nan"))
         for silo, m in eval_by_silo.items():
             row[f"{self.metric}_s{silo}"] = m[key]
         self.rows.append(row)

@@ -91,13 +91,15 @@ def build_strategy(cfg: RunConfig, n: int, initial: np.ndarray, node_of_silo, sc
 
 
 def serve(grid: Grid, cfg: RunConfig, run_dir: Path, progress: bool = True, resume: bool = False,
-          on_round=None) -> dict:
+          on_round=None, adapt_strategy=None, min_silos: int | None = None) -> dict:
     """Run (or resume) a training run on ``grid``; returns the summary dict.
 
     ``on_round(k, outcome, strategy)`` is called after round ``k`` is mixed
     (``k = cfg.rounds + 1`` for the final evaluation, whose ``outcome.train``
     holds the evaluation replies); tests use it to check what each silo
-    received.
+    received. ``adapt_strategy(strategy)`` is called once on the new strategy
+    (deployment uses it to mix over the silos that answered). With
+    ``min_silos``, a round in which fewer silos answered stops the run.
     """
     from tqdm import tqdm
 
@@ -130,6 +132,8 @@ def serve(grid: Grid, cfg: RunConfig, run_dir: Path, progress: bool = True, resu
 
     initial = flatten(model, task.exchanged_keys(model))
     strategy = build_strategy(cfg, n, initial, node_of_silo, schedule)
+    if adapt_strategy is not None:
+        adapt_strategy(strategy)
     rec = RunRecorder(run_dir, n, task.metric)
     start, sim_cum, wall_total = 1, 0.0, 0.0
     failed_rounds = 0
@@ -169,11 +173,17 @@ def serve(grid: Grid, cfg: RunConfig, run_dir: Path, progress: bool = True, resu
             if out.failed:
                 failed_rounds += 1
                 rec.record_failure(k, out.failed)
-                if failed_rounds >= cfg.max_failed_rounds:
+                answered = n - len(out.failed)
+                if min_silos is not None and answered < min_silos:
+                    stop_reason = (f"round {k}: only {answered} of {n} silos answered "
+                                   f"(--min-silos {min_silos}); failed: silo(s) {sorted(out.failed)} "
+                                   f"({'; '.join(sorted(set(out.failed.values())))[:300]})")
+                elif failed_rounds >= cfg.max_failed_rounds:
                     stop_reason = (f"round {k}: silo(s) {sorted(out.failed)} failed "
                                    f"({'; '.join(sorted(set(out.failed.values())))[:300]}); "
                                    f"stopping after {failed_rounds} failed round(s) "
                                    f"(--max-failed-rounds {cfg.max_failed_rounds})")
+                if stop_reason is not None:
                     strategy.models = before  # the failed round is not applied
                     rec.checkpoint(k - 1, before, _meta(sim_cum, wall_total, failed_rounds, strategy))
                     break

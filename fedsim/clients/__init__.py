@@ -14,6 +14,10 @@ from fedsim.topologies.delay import register_profile
 # name -> "module:Class"; imported lazily so the CLI starts fast.
 TASKS: dict[str, str] = {
     "digits": "fedsim.clients.digits:DigitsTask",
+    "cdl": "fedsim.clients.cdl:CDLTask",
+    "gcd": "fedsim.clients.gcd:GCDTask",
+    "cfor": "fedsim.clients.cfor:CFORTask",
+    "sac": "fedsim.clients.sac:SACTask",
 }
 
 

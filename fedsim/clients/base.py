@@ -79,7 +79,8 @@ class Task(ABC):
         """Delay profile from the real exchanged size and a measured local step.
 
         Model bits = 32 × the number of exchanged float32 values; compute time =
-        the median of ``steps`` timed local steps on this machine (1 thread).
+        the median CPU time of ``steps`` local steps on this machine with one
+        thread (thread CPU time, so a busy machine does not inflate it).
         """
         torch.manual_seed(0)
         model = self.model()
@@ -93,9 +94,9 @@ class Task(ABC):
             self.train(model, data, 1, gen)  # warm-up
             times = []
             for _ in range(steps):
-                t0 = time.perf_counter()
+                t0 = time.thread_time()
                 self.train(model, data, 1, gen)
-                times.append((time.perf_counter() - t0) * 1e3)
+                times.append((time.thread_time() - t0) * 1e3)
         finally:
             torch.set_num_threads(threads)
         return DelayProfile(self.name, 32.0 * n_values, float(np.median(times)),

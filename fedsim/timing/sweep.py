@@ -28,6 +28,7 @@ class SweepConfig:
     t: int = 5
     budget: float = 0.5
     seed: int = 0
+    resolved: object | None = None  # a DelayProfile already resolved by the caller
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def run_config(config: SweepConfig, topologies: tuple[str, ...]) -> list[SweepRo
 
     net = load_network(config.network)
     conn = connectivity(net)
-    prof = get_profile(config.profile, **dict(config.overrides))
+    prof = config.resolved or get_profile(config.profile, **dict(config.overrides))
     rows = []
     for topo in topologies:
         sched = build_schedule(topo, conn, prof, t=config.t, budget=config.budget)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fedsim.errors import FedsimError
+
 
 @dataclass(frozen=True, eq=False)
 class Schedule:
@@ -101,19 +103,26 @@ class Schedule:
 
         Every matching is drawn Bernoulli(``p_j``) from
         ``numpy.random.RandomState(seed)``, one row of ``K`` draws per round; a
-        row with no active matching is discarded and redrawn. Rows are drawn in
-        bulk, which consumes the stream exactly as one call per row would.
+        row with no active matching is discarded and redrawn (the reference
+        simulator's loop). Rows are drawn in blocks: the stream is consumed row
+        by row exactly as with one call per row, so the kept rows are the same.
         """
         if not self.is_random:
             raise ValueError(f"{self.topology} is not a random (MATCHA) schedule")
         p = np.asarray(self.probabilities, dtype=float)
-        if not np.any(p > 0):
-            raise ValueError("every matching has activation probability 0")
+        idle = float(np.prod(1.0 - p))  # chance that a row has no active matching
+        if idle >= 1.0:
+            raise FedsimError("MATCHA: every matching has activation probability 0, so no round "
+                              "can communicate; use a larger communication budget")
         rng = np.random.RandomState(seed)
         parts, got = [], 0
         while got < rounds:
-            block = rng.binomial(n=1, p=p, size=(rounds - got, len(p))).astype(bool)
-            block = block[block.any(axis=1)]
+            # Enough rows for the remaining rounds after discarding idle ones;
+            # rows drawn beyond the need are simply unused (the generator is local).
+            need = rounds - got
+            size = int(min(max(need, need / (1.0 - idle) * 1.1 + 8), max(need, 4_000_000 // len(p))))
+            block = rng.binomial(n=1, p=p, size=(size, len(p))).astype(bool)
+            block = block[block.any(axis=1)][:need]
             parts.append(block)
             got += len(block)
         return np.concatenate(parts) if parts else np.zeros((0, len(p)), dtype=bool)

@@ -41,29 +41,29 @@ def misra_gries(n: int, edges: list[tuple[int, int]]) -> dict[tuple[int, int], i
     >>> sorted(misra_gries(3, [(0, 1), (1, 2), (0, 2)]).items())
     [((0, 1), 2), ((0, 2), 1), ((1, 2), 0)]
     """
-    nbrs = [[] for _ in range(n)]
+    nbrs: list[list[int]] = [[] for _ in range(n)]
     for u, v in edges:
         nbrs[u].append(v)
         nbrs[v].append(u)
     n_colors = max((len(a) for a in nbrs), default=0) + 1
     # col[a][b]: colour of edge a-b (absent: uncoloured); at[a][c]: neighbour across colour c.
-    col = [dict() for _ in range(n)]
-    at = [dict() for _ in range(n)]
+    col: list[dict[int, int]] = [dict() for _ in range(n)]
+    at: list[dict[int, int]] = [dict() for _ in range(n)]
 
-    def uncolor(a, b):
+    def uncolor(a: int, b: int) -> None:
         c = col[a].pop(b, None)
         if c is not None:
             del col[b][a]
             del at[a][c]
             del at[b][c]
 
-    def paint(a, b, c):
+    def paint(a: int, b: int, c: int) -> None:
         col[a][b] = c
         col[b][a] = c
         at[a][c] = b
         at[b][c] = a
 
-    def first_free(node):
+    def first_free(node: int) -> int:
         used = at[node]
         for c in range(n_colors):
             if c not in used:
@@ -94,7 +94,7 @@ def misra_gries(n: int, edges: list[tuple[int, int]]) -> dict[tuple[int, int], i
         # The cd-path from u, starting with colour d.
         path_nodes = {u}
         path_edges = []
-        seen_edges = set()
+        seen_edges: set[tuple[int, int]] = set()
         node, want = u, d
         while True:
             nxt = at[node].get(want)
@@ -129,7 +129,7 @@ def misra_gries(n: int, edges: list[tuple[int, int]]) -> dict[tuple[int, int], i
                 paint(u, sub[k], nxt_c)
         uncolor(u, sub[-1])
         paint(u, sub[-1], d)
-    out = {}
+    out: dict[tuple[int, int], int] = {}
     for a in range(n):
         for b, c in col[a].items():
             if a < b:
@@ -174,6 +174,7 @@ def activation_probabilities(laps: list[np.ndarray], budget: float) -> np.ndarra
 
 
 def _solve_activation_probabilities(stacked: np.ndarray, n: int, k: int, budget: float) -> np.ndarray:
+    """The SDP of :func:`activation_probabilities` on ``1⊥`` (``stacked``: Qᵀ L_j Q per column)."""
     import cvxpy as cp
 
     p, gamma = cp.Variable(k), cp.Variable()

@@ -1,0 +1,8 @@
+"""``python -m fedsim.deploy ...`` = ``fedsim deploy ...``."""
+
+import sys
+
+from fedsim.deploy.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["deploy", *sys.argv[1:]]))

@@ -1,0 +1,161 @@
+"""TLS material for a SuperLink: a private CA and a server certificate signed by it.
+
+Flower's SuperLink serves its Fleet, Control and Runtime APIs over HTTPS with
+one certificate (``--ssl-certfile``/``--ssl-keyfile``) and names the CA that
+signed it (``--ssl-ca-certfile``); SuperNodes and the ``flwr`` CLI verify the
+SuperLink with the CA certificate (``--root-certificates`` /
+``root-certificates``). This module writes those files with the
+``cryptography`` package (no ``openssl`` needed)::
+
+    DIR/ca.crt       the CA certificate: give it to every SuperNode and operator
+    DIR/ca.key       the CA private key (0600): keep it offline
+    DIR/server.pem   the SuperLink certificate, SANs = the given hosts
+    DIR/server.key   the SuperLink private key (0600)
+
+Keys are ECDSA P-256 with SHA-256 signatures. The server certificate carries
+``subjectAltName`` entries for every host (IP addresses as ``iPAddress``,
+names as ``dNSName``): clients check the address they dial against them, so
+list every name or address SuperNodes will use to reach the SuperLink.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from fedsim.errors import FedsimError
+
+DEFAULT_HOSTS = ("localhost", "127.0.0.1")
+
+
+@dataclass(frozen=True)
+class CertPaths:
+    """Where :func:`generate_certificates` wrote the files."""
+
+    ca_cert: Path
+    ca_key: Path
+    server_cert: Path
+    server_key: Path
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedsim"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def parse_hosts(hosts: str | list[str] | tuple[str, ...]) -> list[x509.GeneralName]:
+    """Subject alternative names for a comma list (or sequence) of hosts.
+
+    Examples
+    --------
+    >>> [type(n).__name__ for n in parse_hosts("localhost, 127.0.0.1,::1")]
+    ['DNSName', 'IPAddress', 'IPAddress']
+    """
+    items = [h.strip() for h in (hosts.split(",") if isinstance(hosts, str) else hosts)]
+    items = [h for h in items if h]
+    if not items:
+        raise FedsimError("--hosts needs at least one host name or IP address, e.g. localhost,127.0.0.1")
+    names: list[x509.GeneralName] = []
+    for h in items:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(h)))
+        except ValueError:
+            if any(c.isspace() or c in "/:@" for c in h):
+                raise FedsimError(f"--hosts: {h!r} is neither an IP address nor a host name") from None
+            names.append(x509.DNSName(h))
+    return names
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(path, 0o600)
+
+
+def generate_certificates(out: str | os.PathLike, hosts=DEFAULT_HOSTS, days: int = 365,
+                          overwrite: bool = False) -> CertPaths:
+    """Write a CA and a SuperLink certificate/key for ``hosts`` into ``out``.
+
+    Parameters
+    ----------
+    out : path
+        Folder for ``ca.crt``, ``ca.key``, ``server.pem``, ``server.key``.
+    hosts : str or sequence of str
+        Host names and IP addresses the SuperLink is reached at (its SANs).
+    days : int
+        Validity of both certificates.
+    overwrite : bool
+        Replace existing files (otherwise an existing ``ca.key`` is an error).
+    """
+    if days < 1:
+        raise FedsimError(f"--days must be >= 1, got {days}")
+    sans = parse_hosts(hosts)
+    out = Path(out)
+    paths = CertPaths(out / "ca.crt", out / "ca.key", out / "server.pem", out / "server.key")
+    if not overwrite and any(p.exists() for p in (paths.ca_key, paths.server_key)):
+        raise FedsimError(f"{out} already holds keys; use another --out or --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)  # tolerate clock skew
+    until = now + dt.timedelta(days=days)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = _name("fedsim CA")
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(until)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                     key_encipherment=False, data_encipherment=False,
+                                     key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(ca_ski, critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    first = sans[0].value
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(str(first))).issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(until)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                     key_encipherment=False, data_encipherment=False,
+                                     key_agreement=True, key_cert_sign=False, crl_sign=False,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(paths.ca_key, ca_key)
+    paths.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(paths.server_key, key)
+    return paths
+
+
+def certificate_sans(path: str | os.PathLike) -> list[str]:
+    """The host names and IP addresses a certificate file is valid for."""
+    cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+    ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return [str(n.value) for n in ext]

@@ -1,0 +1,428 @@
+"""``fedsim deploy ...``: certificates, keys, SuperLink, SuperNodes, runs, a local cluster.
+
+Wired into the ``fedsim`` command by :func:`add_deploy_parser`; also runnable
+as ``python -m fedsim.deploy``. TLS and SuperNode authentication are on by
+default; ``--insecure`` must be given explicitly and prints a warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from fedsim.errors import FedsimError, check_int_at_least, check_positive
+
+RUN_CONNECTION = "fedsim"  # the SuperLink connection `deploy run` writes into its FLWR_HOME
+INSECURE_WARNING = ("WARNING: --insecure: TLS is off; models and metrics travel unencrypted and "
+                    "SuperNodes cannot be authenticated. Use only on a trusted test network.")
+
+
+def _warn_insecure(args) -> None:
+    if getattr(args, "insecure", False):
+        print(INSECURE_WARNING, file=sys.stderr)
+
+
+def _network(args):
+    from fedsim.topologies.networks import load_network
+
+    name = getattr(args, "topology", None) or getattr(args, "network", None)
+    if name is None:
+        raise FedsimError("give the network with --topology NAME, e.g. --topology gaia")
+    return load_network(name)
+
+
+def _silo_index(net, silo: str) -> int:
+    if silo.isdigit() and int(silo) < net.n_silos:
+        return int(silo)
+    if silo in net.silos:
+        return net.silos.index(silo)
+    raise FedsimError(f"unknown silo {silo!r} of network {net.name}; valid: "
+                      f"{', '.join(net.silos)} (or an index 0..{net.n_silos - 1})")
+
+
+def _exec(cmd: list[str], env: dict, dry_run: bool) -> int:
+    """Print the exact command line, then become it (unless ``--dry-run``)."""
+    from fedsim.deploy.commands import shell_line
+
+    print(shell_line(cmd, env), flush=True)
+    if dry_run:
+        return 0
+    full = dict(os.environ) | env
+    full["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), full.get("PATH", "")])
+    try:
+        os.execvpe(cmd[0], cmd, full)
+    except OSError as exc:
+        raise FedsimError(f"cannot run {cmd[0]}: {exc}") from None
+    return 0  # not reached
+
+
+# ----------------------------------------------------------------- certs, keys
+def cmd_certs(args) -> int:
+    from fedsim.deploy.certs import certificate_sans, generate_certificates
+
+    paths = generate_certificates(args.out, args.hosts, days=args.days, overwrite=args.overwrite)
+    print(f"wrote {paths.ca_cert}, {paths.ca_key} (keep offline), {paths.server_cert}, {paths.server_key}")
+    print(f"server certificate valid for: {', '.join(certificate_sans(paths.server_cert))}")
+    print("SuperLink:  --ssl-ca-certfile {0} --ssl-certfile {1} --ssl-keyfile {2}".format(
+        paths.ca_cert, paths.server_cert, paths.server_key))
+    print(f"SuperNodes and the flwr CLI verify the SuperLink with: {paths.ca_cert}")
+    return 0
+
+
+def cmd_keys(args) -> int:
+    from fedsim.deploy.commands import register_command, shell_line
+    from fedsim.deploy.keys import generate_node_keys
+
+    names = None
+    if args.topology:
+        names = list(_network(args).silos)
+    elif args.nodes is None:
+        raise FedsimError("give --nodes N or --topology NAME (one key pair per silo)")
+    made = generate_node_keys(args.out, n=args.nodes, names=names, overwrite=args.overwrite)
+    for k in made:
+        print(f"{k.name}: private {k.private} (stays on the silo), public {k.public}")
+    print(f"\nregister each public key with the SuperLink (connection {args.connection!r} in "
+          "$FLWR_HOME/config.toml):")
+    for k in made:
+        print("  " + shell_line(register_command(k.public, args.connection)[:-2]))
+    return 0
+
+
+# ----------------------------------------------------------------- superlink / supernode
+def _tls_files(args) -> tuple:
+    if args.certs:
+        d = Path(args.certs)
+        return d / "ca.crt", d / "server.pem", d / "server.key"
+    return args.ssl_ca_certfile, args.ssl_certfile, args.ssl_keyfile
+
+
+def cmd_superlink(args) -> int:
+    from fedsim.deploy.commands import deployment_env, superlink_command
+
+    _warn_insecure(args)
+    ca, cert, key = (None, None, None) if args.insecure else _tls_files(args)
+    for p in (ca, cert, key):
+        if p is not None and not Path(p).exists():
+            raise FedsimError(f"{p} does not exist (make certificates with `fedsim deploy certs`)")
+    cmd = superlink_command(host=args.host, port=args.port, ca_cert=ca, server_cert=cert, server_key=key,
+                            insecure=args.insecure, auth=not (args.no_auth or args.insecure),
+                            database=args.database)
+    env = deployment_env(Path(args.flwr_home).resolve(), args.superexec_poll)
+    return _exec(cmd, env, args.dry_run)
+
+
+def cmd_supernode(args) -> int:
+    from fedsim.deploy.commands import deployment_env, supernode_command
+
+    _warn_insecure(args)
+    net = _network(args)
+    silo = _silo_index(net, args.silo)
+    key = None if (args.no_auth or args.insecure) else args.key
+    if key is None and not (args.no_auth or args.insecure):
+        raise FedsimError("SuperNode authentication is on: give --key SILO.key (from `fedsim deploy keys`) "
+                          "or --no-auth")
+    for p in (args.root_certificates, key):
+        if p is not None and not Path(p).exists():
+            raise FedsimError(f"{p} does not exist")
+    cmd = supernode_command(superlink=args.superlink, silo=silo, n_silos=net.n_silos, name=net.silos[silo],
+                            task=args.task, root_cert=None if args.insecure else args.root_certificates,
+                            private_key=key, insecure=args.insecure, runtime_port=args.port,
+                            fast=args.fast)
+    env = deployment_env(Path(args.flwr_home).resolve(), args.superexec_poll)
+    if args.fast:
+        env |= {"FEDSIM_NODE_POLL_S": f"{args.node_poll:g}", "FEDSIM_WARM_CLIENTAPP": "1"}
+    return _exec(cmd, env, args.dry_run)
+
+
+# ----------------------------------------------------------------- run
+def _run_config(args):
+    from fedsim.apps.config import RunConfig
+    from fedsim.cli import _task_options
+
+    options = _task_options(args.task_option)
+    if args.alpha is not None:
+        options["alpha"] = args.alpha
+    if args.lr is not None:
+        options["lr"] = args.lr
+    net = _network(args)
+    max_failed = args.max_failed_rounds
+    if max_failed is None:  # with a silo minimum, failures alone never stop the run
+        max_failed = args.rounds + 1 if args.min_silos else 1
+    cfg = RunConfig(network=args.topology_spec, strategy=args.strategy, task=args.task, rounds=args.rounds,
+                    local_steps=args.local_steps, seed=args.seed, t=args.t, base=args.base,
+                    budget=args.budget, mu=args.mu, task_options=options, max_failed_rounds=max_failed,
+                    checkpoint_every=args.checkpoint_every, round_timeout=args.round_timeout,
+                    compute_ms=args.compute_ms)
+    cfg.validate()
+    check_positive("--poll", args.poll)
+    check_positive("--timeout", args.timeout)
+    if args.min_silos and not 1 <= args.min_silos <= net.n_silos:
+        raise FedsimError(f"--min-silos must be within 1..{net.n_silos}, got {args.min_silos}")
+    return cfg, net
+
+
+def _network_spec(args) -> None:
+    """Absolute path for a GML network (the ServerApp may run elsewhere)."""
+    spec = args.topology
+    if spec and spec.lower().endswith(".gml") and Path(spec).exists():
+        spec = str(Path(spec).resolve())
+    args.topology_spec = spec
+
+
+def cmd_run(args) -> int:
+    from fedsim.deploy import appdir, commands
+    from fedsim.deploy.local import SuperLinkClient, _json_out
+
+    _warn_insecure(args)
+    _network_spec(args)
+    cfg, net = _run_config(args)
+    commands.check_address(args.superlink)
+    if not args.insecure and not args.root_certificates:
+        raise FedsimError("TLS is on: give --root-certificates CA.crt (or --insecure, not recommended)")
+    out = Path(args.out or f"runs/deploy-{net.name}-{cfg.strategy}-{cfg.task}-s{cfg.seed}").resolve()
+    work = Path(args.workdir).resolve() if args.workdir else out / "deploy"
+    for name in ("trace.jsonl", "phases.jsonl", "serverapp.json"):  # progress is read from these
+        (out / "deploy" / name).unlink(missing_ok=True)
+    home = work / "flwr-home"
+    appdir.write_connection(home, RUN_CONNECTION, args.superlink, root_cert=args.root_certificates,
+                            insecure=args.insecure)
+    app = appdir.write_app(work / "app", cfg, out, args.poll, args.min_silos or 0)
+    cmd = commands.run_command(app, RUN_CONNECTION)
+    env = commands.deployment_env(home)
+    print(commands.shell_line(cmd, env), flush=True)
+    print(f"the ServerApp writes the run directory {out} on the SuperLink's machine")
+    if args.dry_run:
+        return 0
+    res = subprocess.run(cmd, env=dict(os.environ) | env | {"PATH": os.pathsep.join(
+        [str(Path(sys.executable).parent), os.environ.get("PATH", "")])}, capture_output=True, text=True,
+        timeout=300)
+    try:
+        run_id = int(_json_out(res.stdout)["run-id"])
+    except (ValueError, KeyError, TypeError):
+        raise FedsimError("`flwr run` failed: " + (res.stdout + res.stderr).strip()[-800:]) from None
+    print(f"run {run_id} started")
+    if not args.follow:
+        return 0
+    client = SuperLinkClient(args.superlink, None if args.insecure else Path(args.root_certificates),
+                             args.insecure, env)
+    outcome = client.follow(run_id, out, cfg.rounds, timeout=args.timeout)
+    return _report(outcome, out)
+
+
+def _report(outcome: dict, out: Path) -> int:
+    server = outcome.get("serverapp", {})
+    status = server.get("status") or outcome.get("sub_status")
+    s = server.get("summary")
+    if s:
+        print(f"{s['strategy']} on {s['network']} ({s['silos']} silos), task {s['task']}: "
+              f"{s['rounds_completed']} rounds")
+        print(f"  final mean test {s['metric']}: {s['final_eval_metric']:.4f}   loss {s['final_eval_loss']:.4f}")
+        print(f"  simulated wall clock: {s['simulated_total_ms'] / 1e3:.3f} s "
+              f"(cycle time {s['simulated_cycle_time_ms']:.2f} ms, {s['timing_topology']})")
+        print(f"  measured wall time in rounds: {s['wall_total_s']:.1f} s "
+              f"({s['mean_wall_round_s'] * 1e3:.0f} ms/round)")
+    if server.get("lost"):
+        print(f"  lost silos (silo: round): {server['lost']}")
+    print(f"  run directory: {out}")
+    if status == "completed":
+        return 0
+    msg = server.get("message") or outcome.get("details") or "see the SuperLink log"
+    print(f"fedsim: run {status}: {msg}", file=sys.stderr)
+    return 1
+
+
+# ----------------------------------------------------------------- local
+def _local_network(args, work: Path) -> str:
+    """The network spec: --topology, or its first --silos silos fully connected (a GML file)."""
+    if not args.silos:
+        return args.topology_spec
+    from fedsim.topologies.networks import load_network
+
+    base = load_network(args.topology_spec)
+    n = check_int_at_least("--silos", args.silos, 2)
+    if n > base.n_silos:
+        raise FedsimError(f"--silos {n}: network {base.name} has only {base.n_silos} silos")
+    if any(c is None for c in base.coords[:n]):
+        raise FedsimError(f"--silos needs silo coordinates; network {base.name} has none")
+    lines = ["graph ["]
+    for i in range(n):
+        lat, lon = base.coords[i]
+        lines.append(f'  node [ id {i} label "{base.silos[i]}" Latitude {lat} Longitude {lon} ]')
+    lines += [f"  edge [ source {i} target {j} ]" for i in range(n) for j in range(i + 1, n)]
+    lines.append("]")
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"{base.name}-{n}.gml"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def cmd_local(args) -> int:
+    import signal
+
+    from fedsim.deploy.local import Speed, run_local
+
+    _warn_insecure(args)
+    if args.insecure and not args.no_auth:
+        args.no_auth = True
+        print("(--insecure: SuperNode authentication needs TLS, so it is off too)", file=sys.stderr)
+    args.topology = args.topology or "gaia"
+    _network_spec(args)
+    out = Path(args.out or f"runs/local-{Path(args.topology_spec).stem}"
+               f"{'-' + str(args.silos) if args.silos else ''}-{args.strategy}-{args.task}").resolve()
+    if (out / "rounds.csv").exists() and not args.overwrite:
+        raise FedsimError(f"{out} already holds a run; use another --out or --overwrite")
+    for name in ("rounds.csv", "checkpoint.npz", "summary.json", "failures.json"):
+        (out / name).unlink(missing_ok=True)
+    args.topology_spec = _local_network(args, out / "deploy")
+    args.topology = args.topology_spec
+    cfg, net = _run_config(args)
+    speed = Speed.preset(args.speed)
+
+    def _term(signum, frame):  # teardown runs in run_local's finally
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, _term)
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)  # even if inherited as ignored
+    try:
+        print(f"local deployment: {net.n_silos} silos of {net.name}, strategy {cfg.strategy}, "
+              f"task {cfg.task}, {cfg.rounds} rounds")
+        outcome = run_local(cfg, out, insecure=args.insecure, auth=not args.no_auth, speed=speed,
+                            min_silos=args.min_silos or 0, timeout=args.timeout)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
+    print(f"all processes stopped ({outcome.get('wall_s', float('nan')):.1f} s in total)")
+    return _report(outcome, out)
+
+
+# ----------------------------------------------------------------- parser
+def _add_tls_client(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root-certificates", metavar="CA.crt", help="CA certificate that signed the SuperLink's")
+    p.add_argument("--insecure", action="store_true", help="no TLS (prints a warning; not for real data)")
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strategy", default="multigraph",
+                   help="fedavg fedprox star ring mst dmbst matcha matcha_plus multigraph (default multigraph)")
+    p.add_argument("--task", default="digits", help="local task (default digits)")
+    p.add_argument("--rounds", type=int, default=20, help="rounds (default 20)")
+    p.add_argument("--local-steps", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--t", type=int, default=5, help="multigraph maximum multiplicity")
+    p.add_argument("--base", default="ring", help="multigraph base overlay")
+    p.add_argument("--budget", type=float, default=0.5, help="MATCHA budget")
+    p.add_argument("--mu", type=float, default=0.01, help="FedProx proximal weight")
+    p.add_argument("--alpha", type=float, help="Dirichlet label-skew alpha of the task's partition")
+    p.add_argument("--lr", type=float, help="local learning rate")
+    p.add_argument("--task-option", action="append", metavar="KEY=VALUE")
+    p.add_argument("--checkpoint-every", type=int, default=10)
+    p.add_argument("--compute-ms", type=float, help="compute time per local step for the simulated clock")
+    p.add_argument("--out", help="run directory (on the SuperLink's machine)")
+    g = p.add_argument_group("faults")
+    g.add_argument("--round-timeout", type=float, default=120.0,
+                   help="seconds a round waits for replies (default 120)")
+    g.add_argument("--min-silos", type=int, default=0,
+                   help="complete rounds with the silos that answered; stop below this many (default 0: "
+                        "any failure counts towards --max-failed-rounds, as in simulation)")
+    g.add_argument("--max-failed-rounds", type=int,
+                   help="stop after this many rounds with a failed silo (default 1; with --min-silos: never)")
+    p.add_argument("--poll", type=float, default=0.05, help="seconds between reply polls of the round loop")
+    p.add_argument("--timeout", type=float, default=3600, help="give up following the run after this many s")
+
+
+def add_deploy_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``deploy {certs,keys,superlink,supernode,run,local}`` on a subparsers object."""
+    d = subparsers.add_parser("deploy", help="run on Flower's deployment engine (SuperLink/SuperNodes)",
+                              description="Deploy on Flower's deployment engine. TLS and SuperNode "
+                                          "authentication are on by default.")
+    sub = d.add_subparsers(dest="deploy_command", required=True, metavar="STEP")
+
+    p = sub.add_parser("certs", help="CA + SuperLink certificate and key (cryptography, no openssl)")
+    p.add_argument("--out", required=True, help="folder for ca.crt, ca.key, server.pem, server.key")
+    p.add_argument("--hosts", default="localhost,127.0.0.1",
+                   help="comma list of names/IPs the SuperLink is reached at (default %(default)s)")
+    p.add_argument("--days", type=int, default=365)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_certs)
+
+    p = sub.add_parser("keys", help="SuperNode authentication key pairs, and how to register them")
+    p.add_argument("--nodes", type=int, help="number of key pairs (silo-0 ...)")
+    p.add_argument("--topology", help="one key pair per silo of this network, named after the silo")
+    p.add_argument("--out", required=True)
+    p.add_argument("--connection", default="fedsim", help="SuperLink connection name in the printed commands")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_keys)
+
+    p = sub.add_parser("superlink", help="print and run the flower-superlink command")
+    p.add_argument("--certs", help="folder from `fedsim deploy certs`")
+    p.add_argument("--ssl-ca-certfile")
+    p.add_argument("--ssl-certfile")
+    p.add_argument("--ssl-keyfile")
+    p.add_argument("--insecure", action="store_true", help="no TLS (prints a warning; implies --no-auth)")
+    p.add_argument("--no-auth", action="store_true", help="accept any SuperNode (no authentication)")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default %(default)s)")
+    p.add_argument("--port", type=int, default=9092)
+    p.add_argument("--database", help="SQLite file for the SuperLink's state (default: in memory)")
+    p.add_argument("--flwr-home", default="flwr-home", help="FLWR_HOME of the SuperLink (default ./flwr-home)")
+    p.add_argument("--superexec-poll", type=float, default=0.1,
+                   help="FLWR_SUPEREXEC_TASK_POLL_INTERVAL in s (Flower default 1)")
+    p.add_argument("--dry-run", action="store_true", help="print the command only")
+    p.set_defaults(func=cmd_superlink)
+
+    p = sub.add_parser("supernode", help="print and run the flower-supernode command of one silo")
+    p.add_argument("--silo", required=True, help="silo name or index in the network")
+    p.add_argument("--superlink", required=True, metavar="HOST:PORT")
+    p.add_argument("--topology", required=True, help="the network (fixes silo indices)")
+    p.add_argument("--task", default="digits")
+    _add_tls_client(p)
+    p.add_argument("--key", help="this silo's private key (from `fedsim deploy keys`)")
+    p.add_argument("--no-auth", action="store_true", help="the SuperLink does not authenticate SuperNodes")
+    p.add_argument("--port", type=int, default=9094, help="local Runtime API port of the SuperNode")
+    p.add_argument("--flwr-home", default="flwr-home")
+    p.add_argument("--superexec-poll", type=float, default=0.1,
+                   help="FLWR_SUPEREXEC_TASK_POLL_INTERVAL in s (Flower default 1)")
+    p.add_argument("--fast", action="store_true",
+                   help="run through fedsim.deploy.fastnode (short loop waits, warm ClientApps)")
+    p.add_argument("--node-poll", type=float, default=0.2, help="with --fast: loop wait cap in s")
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(func=cmd_supernode)
+
+    p = sub.add_parser("run", help="submit a training run to a SuperLink (flwr run)")
+    p.add_argument("--superlink", required=True, metavar="HOST:PORT")
+    p.add_argument("--topology", required=True, help="the network (built-in name, zoo:NAME or .gml)")
+    _add_tls_client(p)
+    _add_run_flags(p)
+    p.add_argument("--workdir", help="local folder for the app and the CLI's FLWR_HOME (default OUT/deploy)")
+    p.add_argument("--no-follow", dest="follow", action="store_false", help="return after submitting")
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("local", help="SuperLink + N SuperNodes on localhost (TLS, auth): run, tear down")
+    p.add_argument("--silos", type=int, help="use the first N silos of --topology, fully connected")
+    p.add_argument("--topology", help="the network (default gaia)")
+    p.add_argument("--insecure", action="store_true", help="no TLS (prints a warning; implies --no-auth)")
+    p.add_argument("--no-auth", action="store_true")
+    p.add_argument("--speed", default="fedsim", choices=("fedsim", "supported", "flower"),
+                   help="polling settings (default fedsim; 'flower' = Flower's defaults)")
+    p.add_argument("--overwrite", action="store_true")
+    _add_run_flags(p)
+    p.set_defaults(func=cmd_local)
+    return d
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="fedsim")
+    add_deploy_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except FedsimError as exc:
+        print(f"fedsim: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fedsim: interrupted (all processes stopped)", file=sys.stderr)
+        return 130
+

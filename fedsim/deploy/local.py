@@ -1,0 +1,485 @@
+"""A SuperLink and N SuperNodes on this machine: ``fedsim deploy local``.
+
+Everything runs on 127.0.0.1 with TLS and SuperNode authentication (unless
+turned off), in a workspace ``RUN/deploy``::
+
+    RUN/deploy/certs/      CA + SuperLink certificate (fedsim deploy certs)
+    RUN/deploy/keys/       one key pair per silo (fedsim deploy keys)
+    RUN/deploy/flwr-home/  FLWR_HOME of every process (config.toml: the connection)
+    RUN/deploy/app/        the app folder submitted with ``flwr run``
+    RUN/deploy/logs/       one log per process
+    RUN/deploy/commands.sh the exact command lines that were run
+    RUN/deploy/deploy.json ports, settings, timings, outcome
+
+The run directory itself (``RUN/config.json``, ``rounds.csv``, ...) is the
+one ``fedsim run`` writes, filled by the ServerApp that the SuperLink starts.
+:class:`LocalCluster` starts, submits, follows and tears down; every process
+is stopped by PID (:class:`~fedsim.deploy.procs.ProcessSet`), also on
+failure and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from fedsim.apps.config import RunConfig
+from fedsim.deploy import appdir, certs, commands, keys
+from fedsim.deploy.procs import ProcessSet, free_port
+from fedsim.errors import FedsimError
+from fedsim.io import atomic_write_text
+
+CONNECTION = "fedsim-local"
+
+
+def _mean(values) -> float:
+    vals = [float(v) for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+def _json_out(text: str) -> dict:
+    """The JSON object a ``flwr ... --format json`` command printed."""
+    start = text.find("{")
+    if start < 0:
+        raise ValueError("no JSON in output")
+    return json.JSONDecoder().raw_decode(text[start:])[0]
+
+
+@dataclass
+class Speed:
+    """Polling settings of a deployment (seconds; ``None``: Flower's default).
+
+    Shorter waits cost CPU even when idle (every poll is an HTTPS request; on
+    localhost with 3 SuperNodes, 0.1 s / 0.2 s polls keep about a quarter of
+    a core busy, 0.05 s / 0.1 s about half a core), so the defaults stop at
+    what keeps the polling part of a phase well under a second.
+
+    ``grid_poll_s``: how often the ServerApp asks for replies (Flower's
+    ``send_and_receive``: 3 s). ``superexec_poll_s``: Flower's supported
+    ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` (1 s). ``node_poll_s``: cap on the
+    SuperNode loop's fixed 3 s / 0.5 s waits via :mod:`fedsim.deploy.fastnode`
+    (``None``: plain ``flower-supernode``).
+    """
+
+    grid_poll_s: float = 0.05
+    superexec_poll_s: float | None = 0.1
+    node_poll_s: float | None = 0.2
+    warm_clientapp: bool = True
+
+    @classmethod
+    def preset(cls, name: str) -> Speed:
+        if name == "fedsim":
+            return cls()
+        if name == "flower":  # Flower 1.42 as shipped
+            return cls(grid_poll_s=3.0, superexec_poll_s=None, node_poll_s=None, warm_clientapp=False)
+        if name == "supported":  # only settings Flower documents/exposes
+            return cls(grid_poll_s=0.05, superexec_poll_s=0.1, node_poll_s=None, warm_clientapp=False)
+        raise FedsimError(f"unknown speed preset {name!r}; valid: fedsim, supported, flower")
+
+
+@dataclass
+class SiloNode:
+    index: int
+    name: str
+    key: keys.NodeKey | None
+    runtime_port: int
+    superlink: str  # the address this SuperNode dials (a link emulator's, with --wan)
+
+
+class SuperLinkClient:
+    """The operator's side of a SuperLink: its Control API, run status and progress.
+
+    Parameters
+    ----------
+    address : str
+        ``HOST:PORT`` of the SuperLink.
+    ca_cert : path or None
+        CA certificate that signed the SuperLink's (``None`` with ``insecure``).
+    env : dict
+        Environment of the ``flwr`` CLI (``FLWR_HOME`` ...).
+    """
+
+    def __init__(self, address: str, ca_cert=None, insecure: bool = False, env: dict | None = None,
+                 verbose: bool = True) -> None:
+        self.address = address
+        self.ca_cert = ca_cert
+        self.insecure = insecure
+        self.env = dict(env or {})
+        self.verbose = verbose
+        self.timings: dict[str, float] = {}
+        self.alive = lambda: True  # the local cluster checks its SuperLink process here
+
+    def say(self, msg: str) -> None:
+        if self.verbose:
+            print(msg, flush=True)
+
+    def control(self):
+        """A Control API client for this SuperLink (the ``flwr`` CLI's own), made once."""
+        if getattr(self, "_control", None) is None:
+            import contextlib
+            import io
+
+            for k in ("FLWR_HOME", "FLWR_TELEMETRY_ENABLED", "FLWR_DISABLE_UPDATE_CHECK"):
+                if k in self.env:  # the client keeps its credential store under FLWR_HOME
+                    os.environ[k] = self.env[k]
+            from flwr.cli.typing import SuperLinkConnection
+            from flwr.cli.utils import init_http_client_from_connection
+
+            conn = SuperLinkConnection(CONNECTION, self.address,
+                                       str(self.ca_cert) if (self.ca_cert and not self.insecure) else None,
+                                       self.insecure)
+            with contextlib.redirect_stdout(io.StringIO()):  # it prints "Using SuperLink ..."
+                self._control = init_http_client_from_connection(conn)
+        return self._control
+
+    def close(self) -> None:
+        if getattr(self, "_control", None) is not None:
+            self._control.close()
+            self._control = None
+
+    def node_status(self) -> list[dict]:
+        """Nodes the SuperLink knows (``flwr supernode list``)."""
+        from flwr.proto.control_pb2 import ListNodesRequest
+
+        res = self.control().ListNodes(ListNodesRequest())
+        return [{"node_id": n.node_id, "status": n.status, "name": n.name} for n in res.nodes_info]
+
+    def run_status(self, run_id: int):
+        from flwr.common.serde import run_from_proto
+        from flwr.proto.control_pb2 import ListRunsRequest
+
+        res = self.control().ListRuns(ListRunsRequest(run_id=run_id))
+        return [run_from_proto(p) for p in res.run_dict.values()][0]
+
+    def follow(self, run_id: int, out: Path, rounds: int, timeout: float = 3600,
+               on_trace=None) -> dict:
+        """Print progress until the run finishes (bounded by ``timeout``); returns its outcome."""
+        out = Path(out).resolve()
+        trace = out / "deploy" / "trace.jsonl"
+        seen = 0
+        t_submit = time.perf_counter()
+        deadline = time.monotonic() + timeout
+        last_status = 0.0
+        run = None
+        while time.monotonic() < deadline:
+            self.alive()
+            lines = trace.read_text().splitlines() if trace.exists() else []
+            for line in lines[seen:]:
+                rec = json.loads(line)
+                seen += 1
+                self.timings.setdefault("first_round_after_submit_s", time.perf_counter() - t_submit)
+                if on_trace:
+                    on_trace(rec)
+                self._progress(rec, rounds)
+            if time.monotonic() - last_status > 1.0:
+                last_status = time.monotonic()
+                run = self.run_status(run_id)
+                if run.status.status == "finished":
+                    break
+            time.sleep(0.1)
+        else:
+            raise FedsimError(f"run {run_id} did not finish within {timeout:.0f} s")
+        self.timings["finished_after_submit_s"] = time.perf_counter() - t_submit
+        lines = trace.read_text().splitlines() if trace.exists() else []
+        for line in lines[seen:]:
+            rec = json.loads(line)
+            if on_trace:
+                on_trace(rec)
+            self._progress(rec, rounds)
+        server = {}
+        if (out / "deploy" / "serverapp.json").exists():
+            server = json.loads((out / "deploy" / "serverapp.json").read_text())
+        return {"run_id": run_id, "status": run.status.status, "sub_status": run.status.sub_status,
+                "details": run.status.details, "bytes_sent": run.bytes_sent, "bytes_recv": run.bytes_recv,
+                "clientapp_runtime_s": run.clientapp_runtime, "serverapp": server}
+
+    def _progress(self, rec: dict, rounds: int) -> None:
+        k = rec["round"]
+        train = rec["train"]
+        fails = ",".join(sorted(rec["failed"])) or "-"
+        metric = sorted({key for m in train.values() for key in m
+                         if key.startswith("eval_") and key not in ("eval_loss", "eval_n")})
+        mean_metric = _mean([m.get(metric[0]) for m in train.values()]) if metric else float("nan")
+        label = metric[0][5:] if metric else "metric"
+        phase = rec.get("phase_s")
+        took = f", {phase:.2f} s" if phase is not None else ""
+        if k > rounds:
+            self.say(f"  final evaluation: {len(train)} silos, mean {label} {mean_metric:.4f}{took}")
+            return
+        self.say(f"  round {k}/{rounds}: {len(train)} silos answered{took}, mean train loss "
+                 f"{_mean([m.get('train_loss') for m in train.values()]):.4f}, {label} before "
+                 f"training {mean_metric:.4f}, failed: {fails}")
+
+
+
+@dataclass
+class LocalCluster:
+    """One local deployment: SuperLink, SuperNodes, CLI connection, processes.
+
+    Parameters
+    ----------
+    workspace : path
+        ``RUN/deploy``.
+    network : str
+        fixes the silos (their names, count and indices).
+    task : str
+        written into each SuperNode's node config.
+    insecure, auth : bool
+        TLS (default on) and SuperNode authentication (default on).
+    speed : Speed
+        polling settings.
+    links : dict, optional
+        ``silo -> (host, port)`` the SuperNode of that silo dials instead of
+        the SuperLink (a link emulator in front of it).
+    """
+
+    workspace: Path
+    network: str
+    task: str = "digits"
+    insecure: bool = False
+    auth: bool = True
+    speed: Speed = field(default_factory=Speed)
+    links: dict | None = None
+    verbose: bool = True
+
+    def __post_init__(self) -> None:
+        from fedsim.topologies.networks import load_network
+
+        if self.insecure and self.auth:
+            raise FedsimError("SuperNode authentication needs TLS: with --insecure add --no-auth")
+        self.workspace = Path(self.workspace).resolve()
+        self.net = load_network(self.network)
+        self.procs = ProcessSet(self.workspace / "logs")
+        self.home = self.workspace / "flwr-home"
+        self.env = commands.deployment_env(self.home, self.speed.superexec_poll_s)
+        if self.speed.node_poll_s is not None:
+            self.env["FEDSIM_NODE_POLL_S"] = f"{self.speed.node_poll_s:g}"
+            if self.speed.warm_clientapp:
+                self.env["FEDSIM_WARM_CLIENTAPP"] = "1"
+        # Flower starts its helpers (flower-superexec, flwr-serverapp, flwr-clientapp) by
+        # name: put this interpreter's scripts first on PATH (not printed in commands.sh).
+        self.run_env = dict(self.env, PATH=os.pathsep.join(
+            [str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+        self.port = 0
+        self.nodes: list[SiloNode] = []
+        self.cert_paths: certs.CertPaths | None = None
+        self.lines: list[str] = []
+        self.timings: dict[str, float] = {}
+        self.client: SuperLinkClient | None = None
+
+    # -- helpers -----------------------------------------------------------------
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def say(self, msg: str) -> None:
+        if self.verbose:
+            print(msg, flush=True)
+
+    def _record(self, cmd: list[str]) -> None:
+        self.lines.append(commands.shell_line(cmd))
+        exports = [f"export {commands.shell_line([], {k: v})}" for k, v in self.env.items()]
+        atomic_write_text(self.workspace / "commands.sh",
+                          "#!/bin/sh\n# The commands this deployment ran, in order (each long-running one\n"
+                          "# was started in the background).\n" + "\n".join(exports + self.lines) + "\n")
+
+    def _cli(self, cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+        self._record(cmd)
+        env = dict(os.environ) | self.run_env
+        try:
+            return subprocess.run(cmd, env=env, cwd=self.workspace, capture_output=True, text=True,
+                                  timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise FedsimError(f"`{' '.join(cmd[:3])}` did not finish within {timeout:.0f} s") from None
+
+    # -- start -------------------------------------------------------------------
+    def start(self, port: int | None = None, ready_timeout: float = 90) -> LocalCluster:
+        """Certificates, keys, SuperLink, node registration, SuperNodes."""
+        t0 = time.perf_counter()
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(parents=True, exist_ok=True)
+        names = list(self.net.silos)
+        if not self.insecure:
+            self.cert_paths = certs.generate_certificates(self.workspace / "certs", overwrite=True)
+        node_keys = keys.generate_node_keys(self.workspace / "keys", names=names, overwrite=True) \
+            if self.auth else [None] * len(names)
+        self.port = port or free_port()
+        cp = self.cert_paths
+        cmd = commands.superlink_command(
+            host="127.0.0.1", port=self.port, insecure=self.insecure, auth=self.auth,
+            ca_cert=cp and cp.ca_cert, server_cert=cp and cp.server_cert, server_key=cp and cp.server_key)
+        self._record(cmd)
+        self.procs.start("superlink", cmd, self.run_env, cwd=self.workspace)
+        self.say(f"SuperLink starting on {self.address} ({'TLS' if not self.insecure else 'NO TLS'}"
+                 f"{', SuperNode authentication' if self.auth else ''})")
+        self.wait_superlink(ready_timeout)
+        self.timings["superlink_ready_s"] = time.perf_counter() - t0
+        appdir.write_connection(self.home, CONNECTION, self.address,
+                                root_cert=cp.ca_cert if cp else None, insecure=self.insecure)
+        self.client = SuperLinkClient(self.address, cp.ca_cert if cp else None, self.insecure, self.env,
+                                      self.verbose)
+        self.client.alive = self._check_superlink
+        self.client.timings = self.timings
+        if self.auth:
+            self.register([k.public for k in node_keys])
+        self.timings["registered_s"] = time.perf_counter() - t0
+        for i, (name, k) in enumerate(zip(names, node_keys)):
+            dial = self.address
+            if self.links and i in self.links:
+                dial = "%s:%d" % tuple(self.links[i])
+            node = SiloNode(i, name, k, free_port(), dial)
+            self.nodes.append(node)
+            self.start_node(node)
+        self.wait_nodes(len(names), ready_timeout)
+        self.timings["nodes_ready_s"] = time.perf_counter() - t0
+        self.say(f"{len(names)} SuperNodes connected ({self.timings['nodes_ready_s']:.1f} s)")
+        return self
+
+    def node_command(self, node: SiloNode, **overrides) -> list[str]:
+        kw = dict(superlink=node.superlink, silo=node.index, n_silos=self.net.n_silos, name=node.name,
+                  task=self.task, root_cert=self.cert_paths.ca_cert if self.cert_paths else None,
+                  private_key=node.key.private if node.key else None, insecure=self.insecure,
+                  runtime_port=node.runtime_port, fast=self.speed.node_poll_s is not None)
+        kw.update(overrides)
+        return commands.supernode_command(**kw)
+
+    def start_node(self, node: SiloNode, name: str | None = None, **overrides):
+        cmd = self.node_command(node, **overrides)
+        self._record(cmd)
+        return self.procs.start(name or f"supernode-{node.index}", cmd, self.run_env, cwd=self.workspace)
+
+    def register(self, public_keys: list[Path], timeout: float = 120) -> list[int]:
+        """``flwr supernode register`` each key (the commands run side by side)."""
+        env = dict(os.environ) | self.run_env
+        running = []
+        for key in public_keys:
+            cmd = commands.register_command(key, CONNECTION)
+            self._record(cmd)
+            running.append((key, subprocess.Popen(cmd, env=env, cwd=self.workspace, text=True,
+                                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)))
+        ids = []
+        for key, proc in running:
+            try:
+                text = proc.communicate(timeout=timeout)[0]
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                raise FedsimError(f"registering {key.name} did not finish within {timeout:.0f} s") from None
+            try:
+                ids.append(int(_json_out(text)["node-id"]))
+            except (ValueError, KeyError, TypeError):
+                raise FedsimError(f"registering {key.name} failed: {text.strip()[-500:]}") from None
+        return ids
+
+    def wait_superlink(self, timeout: float) -> None:
+        """Until the SuperLink accepts (TLS) connections, bounded by ``timeout``."""
+        deadline = time.monotonic() + timeout
+        ctx = None
+        if not self.insecure:
+            ctx = ssl.create_default_context(cafile=str(self.cert_paths.ca_cert))
+        while time.monotonic() < deadline:
+            if not self.procs.alive("superlink"):
+                raise FedsimError("the SuperLink exited while starting:\n" + self.procs.tail("superlink"))
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+                    if ctx is not None:
+                        with ctx.wrap_socket(sock, server_hostname="127.0.0.1"):
+                            pass
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise FedsimError(f"the SuperLink did not accept connections within {timeout:.0f} s:\n"
+                          + self.procs.tail("superlink"))
+
+    def wait_nodes(self, n: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for node in self.nodes:
+                if not self.procs.alive(f"supernode-{node.index}"):
+                    raise FedsimError(f"SuperNode of silo {node.index} ({node.name}) exited:\n"
+                                      + self.procs.tail(f"supernode-{node.index}"))
+            online = [x for x in self.client.node_status() if x["status"] == "online"]
+            if len(online) >= n:
+                return
+            time.sleep(0.25)
+        raise FedsimError(f"only some SuperNodes connected within {timeout:.0f} s; see {self.procs.log_dir}")
+
+    def _check_superlink(self) -> None:
+        if not self.procs.alive("superlink"):
+            raise FedsimError("the SuperLink exited during the run:\n" + self.procs.tail("superlink"))
+
+    # -- runs -----------------------------------------------------------------------
+    def submit(self, cfg: RunConfig, out: Path, min_silos: int = 0) -> int:
+        """Write the app folder and ``flwr run`` it; returns the run id."""
+        out = Path(out).resolve()
+        for name in ("trace.jsonl", "phases.jsonl", "serverapp.json"):  # progress is read from these
+            (out / "deploy" / name).unlink(missing_ok=True)
+        app = appdir.write_app(self.workspace / "app", cfg, out, self.speed.grid_poll_s, min_silos)
+        res = self._cli(commands.run_command(app, CONNECTION))
+        try:
+            run_id = int(_json_out(res.stdout)["run-id"])
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise FedsimError("`flwr run` failed: " + (res.stdout + res.stderr).strip()[-800:]) from None
+        self.say(f"run {run_id} submitted")
+        return run_id
+
+
+    # -- teardown ----------------------------------------------------------------------
+    def stop(self) -> None:
+        t0 = time.perf_counter()
+        if self.client is not None:
+            self.client.close()
+        self.procs.stop()
+        self.timings["teardown_s"] = time.perf_counter() - t0
+        left = self.procs.leftovers()
+        if left:
+            print(f"warning: processes still alive after teardown: {left}", file=sys.stderr)
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def describe(self) -> dict:
+        return {"superlink": self.address, "tls": not self.insecure, "auth": self.auth,
+                "speed": asdict(self.speed), "nodes": [{"silo": n.index, "name": n.name,
+                                                        "dials": n.superlink, "runtime_port": n.runtime_port}
+                                                       for n in self.nodes],
+                "timings": self.timings, "commands": self.lines}
+
+
+def run_local(cfg: RunConfig, out: Path, *, insecure: bool = False, auth: bool = True,
+              speed: Speed | None = None, min_silos: int = 0, timeout: float = 3600,
+              verbose: bool = True, links: dict | None = None, on_started=None, on_trace=None) -> dict:
+    """Start a local deployment, run ``cfg`` on it, tear it down; returns the outcome.
+
+    ``on_started(cluster, run_id)`` and ``on_trace(record)`` let callers act
+    mid-run (the fault test kills a SuperNode from ``on_trace``).
+    """
+    out = Path(out).resolve()
+    cluster = LocalCluster(out / "deploy", cfg.network, cfg.task, insecure=insecure, auth=auth,
+                           speed=speed or Speed(), links=links, verbose=verbose)
+    t0 = time.perf_counter()
+    outcome: dict = {}
+    try:
+        cluster.start()
+        run_id = cluster.submit(cfg, out, min_silos)
+        if on_started:
+            on_started(cluster, run_id)
+        outcome = cluster.client.follow(run_id, out, cfg.rounds, timeout,
+                                 on_trace=(lambda rec: on_trace(cluster, rec)) if on_trace else None)
+    finally:
+        cluster.stop()
+        outcome["wall_s"] = time.perf_counter() - t0
+        outcome["leftover_pids"] = cluster.procs.leftovers()
+        record = cluster.describe() | {"outcome": outcome}
+        atomic_write_text(out / "deploy" / "deploy.json", json.dumps(record, indent=2, default=str))
+    return outcome

@@ -1,0 +1,149 @@
+"""``flower-superexec`` whose ClientApp processes start warm.
+
+Flower 1.42 runs every message a SuperNode receives in a fresh
+``flwr-clientapp`` process, which imports Flower, torch and the task
+(seconds of CPU per message, every round, on every silo). This SuperExec is
+Flower's own (``flwr.supercore.cli.flower_superexec``) with one change: a
+ClientApp task is not started as a new ``flwr-clientapp`` program but as a
+``fork()`` of a *template* process that already imported Flower's
+``flwr-clientapp`` entry point and the modules in ``FEDSIM_WARM_PRELOAD``
+(default: fedsim's ClientApp, the digits task and what its first
+optimiser step imports). The forked child runs
+``flwr-clientapp`` with the very arguments Flower would have passed (Runtime
+API address, one-time token, TLS options): the same code path, the same
+isolation (one process per message, state only through the SuperNode's
+context), minus the imports. The template is single-threaded and never runs
+a task itself, so forking it is safe; it exits when its parent does.
+
+Used by :mod:`fedsim.deploy.fastnode` (``FEDSIM_WARM_CLIENTAPP=1``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import traceback
+
+PRELOAD_ENV = "FEDSIM_WARM_PRELOAD"
+DEFAULT_PRELOAD = ("fedsim.apps.client_app,fedsim.clients.digits,sklearn.datasets,"
+                   "torch.optim,torch._dynamo")
+
+
+def _template() -> None:
+    """The template process: import, then fork one child per line on stdin."""
+    from flwr.supernode.cli.flwr_clientapp import flwr_clientapp
+
+    for name in filter(None, os.environ.get(PRELOAD_ENV, DEFAULT_PRELOAD).split(",")):
+        try:
+            importlib.import_module(name.strip())
+        except Exception:  # noqa: BLE001 - a failed preload only costs warmth
+            traceback.print_exc()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    commands = sys.stdin.buffer
+    while True:
+        line = commands.readline()
+        if not line:  # the SuperExec is gone
+            return
+        argv = json.loads(line)
+        if os.fork() != 0:
+            continue
+        code = 1
+        try:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)  # the child must not read the template's commands
+            sys.argv = list(argv)
+            flwr_clientapp()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:  # noqa: BLE001 - report and exit like a failed program
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+
+class Template:
+    """The running template process of one SuperExec."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "fedsim.deploy.warmexec", "--template"],
+                                     stdin=subprocess.PIPE)
+
+    def launch(self, argv: list[str]) -> None:
+        with self.lock:
+            if self.proc is None or self.proc.poll() is not None:
+                self.start()
+            self.proc.stdin.write((json.dumps(argv) + "\n").encode())
+            self.proc.stdin.flush()
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def patch_executor() -> Template:
+    """Route ClientApp launches of Flower's SubprocessExecutor to a warm template."""
+    from flwr.supercore.constant import TaskType
+    from flwr.supercore.superexec.executor import subprocess_executor as se
+    from flwr.supercore.superexec.executor.types import LaunchResult
+
+    template = Template()
+    original = se.SubprocessExecutor.launch
+
+    def launch(self, spec):
+        if spec.task_type != TaskType.CLIENT_APP:
+            return original(self, spec)
+        args = [se.TASK_TYPE_TO_COMMAND[spec.task_type], se.TASK_TYPE_TO_APPIO_API_ADDRESS_ARG[spec.task_type],
+                spec.runtime_api_address, "--token", spec.token]
+        if spec.insecure:
+            args.append("--insecure")
+        elif spec.root_certificates_path is not None:
+            args.extend(["--root-certificates", spec.root_certificates_path])
+        if spec.parent_pid is not None:
+            args.extend(["--parent-pid", str(spec.parent_pid)])
+        if spec.runtime_dependency_install:
+            args.append("--allow-runtime-dependency-installation")
+        template.launch(args)
+        return LaunchResult.accepted()
+
+    se.SubprocessExecutor.launch = launch
+    original_close = se.SubprocessExecutor.close
+
+    def close(self):
+        template.close()
+        original_close(self)
+
+    se.SubprocessExecutor.close = close
+    return template
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--template"]:
+        _template()
+        return
+    patch_executor()
+    from flwr.supercore.cli.flower_superexec import flower_superexec
+
+    sys.argv[0] = "flower-superexec"
+    flower_superexec()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""The ``fedsim`` command line: user mistakes, atomic output, smoke runs."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import pytest
+
+from fedsim.cli import main
+from fedsim.io import atomic_write_text
+from fedsim.topologies import TOPOLOGIES
+from fedsim.topologies.networks import BUILTIN_NETWORKS
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got: {err!r}"
+    assert lines[0].startswith("fedsim: error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# --------------------------------------------------------------- bad names
+@pytest.mark.parametrize("argv", [
+    ("topology", "--network", "atlantis", "--topology", "ring"),
+    ("cycle-time", "--networks", "gaia,atlantis", "--topologies", "ring", "--no-progress"),
+])
+def test_unknown_network_lists_the_valid_names(capsys, argv):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    line = one_error_line(err)
+    assert "'atlantis'" in line
+    for name in BUILTIN_NETWORKS:
+        assert name in line
+    assert "zoo:NAME" in line and ".gml" in line
+
+
+@pytest.mark.parametrize("argv", [
+    ("topology", "--network", "gaia", "--topology", "hypercube"),
+    ("cycle-time", "--networks", "gaia", "--topologies", "ring,hypercube", "--no-progress"),
+])
+def test_unknown_topology_lists_the_valid_names(capsys, argv):
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    line = one_error_line(err)
+    assert "'hypercube'" in line
+    for name in TOPOLOGIES:
+        assert name in line
+
+
+@pytest.mark.parametrize("argv", [
+    ("topology", "--network", "gaia", "--topology", "ring", "--profile", "mnist"),
+    ("cycle-time", "--networks", "gaia", "--topologies", "ring", "--profiles", "mnist", "--no-progress"),
+])
+def test_unknown_profile_lists_the_valid_names(capsys, argv):
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    line = one_error_line(err)
+    assert "'mnist'" in line
+    for name in ("femnist", "inaturalist", "sent140"):
+        assert name in line
+
+
+def test_unknown_multigraph_base(capsys):
+    code, _, err = run(capsys, "topology", "--network", "gaia", "--topology", "multigraph", "--base", "tree")
+    assert code == 2
+    assert "ring" in one_error_line(err)
+
+
+# -------------------------------------------------------------- bad numbers
+@pytest.mark.parametrize("flag,value", [
+    ("--core-bps", "0"), ("--core-bps", "-1e9"), ("--upload-bps", "0"),
+    ("--upload-bps", "-5"), ("--download-bps", "0"), ("--core-bps", "nan"),
+])
+@pytest.mark.parametrize("command", ["topology", "cycle-time"])
+def test_non_positive_capacities_are_refused(capsys, command, flag, value):
+    argv = (["topology", "--network", "gaia", "--topology", "ring"] if command == "topology"
+            else ["cycle-time", "--networks", "gaia", "--topologies", "ring", "--no-progress"])
+    code, out, err = run(capsys, *argv, f"{flag}={value}")  # "=": argparse takes "-1e9" for a flag
+    assert code == 2
+    line = one_error_line(err)
+    assert flag in line and "positive" in line
+    assert out == ""  # nothing computed
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (("--t", "0"), "--t must be an integer >= 1"),
+    (("--t", "-3"), "--t must be an integer >= 1"),
+    (("--local-steps", "0"), "--local-steps must be an integer >= 1"),
+])
+@pytest.mark.parametrize("command", ["topology", "cycle-time"])
+def test_bad_integers_are_refused(capsys, command, extra, needle):
+    argv = (["topology", "--network", "gaia", "--topology", "multigraph"] if command == "topology"
+            else ["cycle-time", "--networks", "gaia", "--topologies", "multigraph", "--no-progress"])
+    code, _, err = run(capsys, *argv, *extra)
+    assert code == 2
+    assert needle in one_error_line(err)
+
+
+@pytest.mark.parametrize("topology,low", [("multigraph", 1), ("ring", 1), ("matcha", 2)])
+def test_bad_round_counts_are_refused(capsys, topology, low):
+    code, _, err = run(capsys, "topology", "--network", "gaia", "--topology", topology,
+                       "--rounds", str(low - 1))
+    assert code == 2
+    assert f"rounds must be an integer >= {low}" in one_error_line(err)
+
+
+def test_bad_worker_count_is_refused(capsys):
+    code, _, err = run(capsys, "cycle-time", "--networks", "gaia", "--workers", "0", "--no-progress")
+    assert code == 2
+    assert "--workers" in one_error_line(err)
+
+
+# ------------------------------------------------------------------ bad files
+def test_gml_without_distances_or_coordinates(capsys, tmp_path):
+    path = tmp_path / "nodist.gml"
+    path.write_text('graph [\n  node [ id 0 label "A" ]\n  node [ id 1 label "B" ]\n'
+                    '  edge [ source 0 target 1 ]\n]\n')
+    code, _, err = run(capsys, "topology", "--network", str(path), "--topology", "ring")
+    assert code == 2
+    line = one_error_line(err)
+    assert str(path) in line
+    assert "distance" in line and "Latitude" in line
+
+
+def test_disconnected_gml(capsys, tmp_path):
+    path = tmp_path / "split.gml"
+    path.write_text('graph [\n'
+                    '  node [ id 0 label "A" ]\n  node [ id 1 label "B" ]\n'
+                    '  node [ id 2 label "C" ]\n  node [ id 3 label "D" ]\n'
+                    '  edge [ source 0 target 1 distance 10 ]\n'
+                    '  edge [ source 2 target 3 distance 10 ]\n]\n')
+    for argv in (("topology", "--network", str(path), "--topology", "ring"),
+                 ("cycle-time", "--networks", str(path), "--topologies", "ring", "--no-progress")):
+        code, _, err = run(capsys, *argv)
+        assert code == 2
+        line = one_error_line(err)
+        assert str(path) in line and "disconnected" in line
+
+
+def test_missing_gml(capsys, tmp_path):
+    path = tmp_path / "absent.gml"
+    code, _, err = run(capsys, "topology", "--network", str(path), "--topology", "ring")
+    assert code == 2
+    assert str(path) in one_error_line(err) and "not found" in err
+
+
+# ------------------------------------------------------------- atomic output
+def test_out_is_written_atomically(capsys, tmp_path):
+    out = tmp_path / "cells.csv"
+    code, _, _ = run(capsys, "cycle-time", "--networks", "gaia", "--topologies", "ring",
+                     "--profiles", "femnist", "--out", str(out), "--no-progress")
+    assert code == 0
+    before = out.read_bytes()
+    assert before.startswith(b"network,profile,topology,cycle_time_ms")
+    # a failing command aimed at the same file leaves it as it was
+    code, _, err = run(capsys, "cycle-time", "--networks", "atlantis", "--topologies", "ring",
+                       "--out", str(out), "--no-progress")
+    assert code == 2
+    one_error_line(err)
+    code, _, err = run(capsys, "cycle-time", "--networks", "gaia", "--topologies", "ring",
+                       "--core-bps", "0", "--out", str(out), "--no-progress")
+    assert code == 2
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.csv"]  # no temp files left
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "result.csv"
+    atomic_write_text(path, "old,complete\n")
+
+    class Interrupted(Exception):
+        pass
+
+    from fedsim.io import atomic_write
+
+    def half_then_fail(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            fh.write("new,half-writ")
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        atomic_write(path, half_then_fail)
+    assert path.read_text() == "old,complete\n"
+    assert os.listdir(tmp_path) == ["result.csv"]
+
+
+# ---------------------------------------------------------------- smoke runs
+def test_networks_lists_the_builtin_networks(capsys):
+    code, out, err = run(capsys, "networks")
+    assert code == 0 and err == ""
+    for name in BUILTIN_NETWORKS:
+        assert f"\n{name} " in out
+    assert "amazon_us" in out  # an alias
+
+
+def test_topology_with_plot(capsys, tmp_path):
+    png = tmp_path / "map.png"
+    code, out, err = run(capsys, "topology", "--network", "gaia", "--topology", "multigraph",
+                         "--plot", str(png))
+    assert code == 0, err
+    assert png.exists() and png.stat().st_size > 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "cycle time:" in out and "s_max" in out
+
+
+def test_cycle_time_sweep_to_csv(capsys, tmp_path):
+    out = tmp_path / "x.csv"
+    code, stdout, err = run(capsys, "cycle-time", "--networks", "gaia,nws", "--topologies", "ring,mst",
+                            "--profiles", "femnist", "--out", str(out), "--no-progress")
+    assert code == 0, err
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 4
+    cells = {(r["network"], r["topology"]): float(r["cycle_time_ms"]) for r in rows}
+    assert set(cells) == {("gaia", "ring"), ("gaia", "mst"), ("nws", "ring"), ("nws", "mst")}
+    assert all(r["profile"] == "femnist" for r in rows)
+    # published (MultigraphFL Table 3): gaia RING 57.2, MST 77.2; AWS-NA RING 20.3, MST 28.7
+    assert cells[("gaia", "ring")] == pytest.approx(57.2, abs=0.1)
+    assert cells[("gaia", "mst")] == pytest.approx(77.2, rel=0.01)
+    assert cells[("nws", "ring")] == pytest.approx(20.3, rel=0.01)
+    assert cells[("nws", "mst")] == pytest.approx(28.7, rel=0.01)
+    assert "| femnist | gaia |" in stdout
