@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -146,9 +148,10 @@ def main(argv: list[str] | None = None) -> int:
              "simulated time (s) | model bits | step ms |", "|---|---|---|---|---|---|---|"]
     for sac in (False, True):
         sel = [r for r in results if r["sac"] == sac]
+        sd = arm(sac, "top1_pooled").std(ddof=1) if len(sel) > 1 else 0.0
         lines.append(
             f"| {'backbone + SAC' if sac else 'backbone alone'} | "
-            f"{arm(sac, 'top1_pooled').mean():.2f} ± {arm(sac, 'top1_pooled').std(ddof=1) if len(sel) > 1 else 0:.2f} | "
+            f"{arm(sac, 'top1_pooled').mean():.2f} ± {sd:.2f} | "
             f"{arm(sac, 'topk_pooled').mean():.2f} | {arm(sac, 'top1_mean_over_silos').mean():.2f} | "
             f"{np.mean([r['simulated_total_s'] for r in sel]):.2f} | {sel[0]['model_bits']:.0f} | "
             f"{np.mean([r['compute_ms'] for r in sel]):.1f} |")
@@ -159,8 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     print("\n" + table)
     print(f"\n{len(results)} runs in {elapsed:.0f} s")
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "runs": results, "elapsed_s": elapsed,
-                                                  "gain_top1_points": gain.tolist()}, indent=2))
+    machine = {"nproc": os.cpu_count(), "python": platform.python_version(), "loadavg": os.getloadavg(),
+               "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
+    (out / "results.json").write_text(json.dumps({"args": vars(args), "machine": machine, "runs": results,
+                                                  "elapsed_s": elapsed, "gain_top1_points": gain.tolist()},
+                                                 indent=2))
     (out / "results.md").write_text(table + "\n")
     return 0
 

@@ -164,7 +164,7 @@ def machine() -> dict:
     except OSError:
         load = None
     return {
-        "nproc": os.cpu_count(),
+        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "python": f"Python {platform.python_version()}",
         "cpu": cpu,
         "date": datetime.now(timezone.utc).strftime("%a %b %d %H:%M:%S UTC %Y"),

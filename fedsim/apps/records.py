@@ -41,11 +41,12 @@ class RunRecorder:
         self.rows: list[dict] = []
         self.pending: dict | None = None  # the last round, waiting for its evaluation
         self.failures: list[dict] = []
+        self.extra: list[str] = []  # the task's other eval_* metrics, as silo means
 
     @property
     def columns(self) -> list[str]:
         per_silo = [f"{self.metric}_s{i}" for i in range(self.n)] + [f"train_loss_s{i}" for i in range(self.n)]
-        return [*BASE_COLUMNS, *per_silo]
+        return [*BASE_COLUMNS, *self.extra, *per_silo]
 
     # -- rows -----------------------------------------------------------------
     def open_round(self, row: dict) -> None:
@@ -65,6 +66,11 @@ class RunRecorder:
         sizes = np.array([m.get("eval_n", 1.0) for m in vals], float)
         row["eval_metric_pooled"] = (float(np.dot(sizes, [m[key] for m in vals]) / sizes.sum())
                                      if vals else float("nan"))
+        if vals and not self.extra:
+            skip = {"eval_loss", key, "eval_n"}
+            self.extra = sorted(k for k in vals[0] if k.startswith("eval_") and k not in skip)
+        for k in self.extra:
+            row[k] = float(np.mean([m[k] for m in vals if k in m])) if vals else float("nan")
         for silo, m in eval_by_silo.items():
             row[f"{self.metric}_s{silo}"] = m[key]
         self.rows.append(row)
@@ -87,7 +93,7 @@ class RunRecorder:
     def checkpoint(self, rnd: int, models: np.ndarray, extra: dict) -> None:
         """Save everything needed to continue after round ``rnd``."""
         self.write_rounds()
-        meta = json.dumps({"round": rnd, "pending": self.pending, "rows": len(self.rows),
+        meta = json.dumps({"round": rnd, "pending": self.pending, "rows": len(self.rows), "extra": self.extra,
                            "failures": self.failures, **extra})
         atomic_write(self.dir / "checkpoint.npz",
                      lambda tmp: _savez(tmp, models=models, meta=np.array(meta)))
@@ -100,6 +106,7 @@ class RunRecorder:
             models = z["models"].copy()
             meta = json.loads(str(z["meta"]))
         self.rows = _read_rows(self.dir / "rounds.csv")[: meta["rows"]]
+        self.extra = list(meta.get("extra", []))
         self.pending = meta["pending"]
         self.failures = meta.get("failures", [])
         return int(meta["round"]), models, meta

@@ -62,7 +62,8 @@ def _map_silos(grid: Grid, nodes: list[int], n: int) -> dict[int, int]:
     msgs = [Message(RecordDict({"config": ConfigRecord({})}), nid, "query") for nid in nodes]
     mapping: dict[int, int] = {}
     free = []
-    for reply in grid.send_and_receive(msgs, timeout=60):
+    # Generous: on a loaded machine the first message waits for the ClientApp actors to start.
+    for reply in grid.send_and_receive(msgs, timeout=600):
         if reply.has_error():
             raise FedsimError(f"node {reply.metadata.src_node_id} failed to report its silo: "
                               f"{reply.error.reason}")
@@ -73,7 +74,9 @@ def _map_silos(grid: Grid, nodes: list[int], n: int) -> dict[int, int]:
             free.append(reply.metadata.src_node_id)
     missing = [s for s in range(n) if s not in mapping]
     if len(free) < len(missing):
-        raise FedsimError(f"silos {missing} have no SuperNode (need {n}, got {len(nodes)})")
+        answered = len(mapping) + len(free)
+        raise FedsimError(f"silos {missing} have no SuperNode: {answered} of {len(nodes)} nodes "
+                          f"answered the silo query in time (need {n})")
     mapping.update(zip(missing, sorted(free)))
     return mapping
 

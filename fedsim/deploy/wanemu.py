@@ -138,10 +138,16 @@ class LinkProxy:
         try:
             await asyncio.gather(*tasks)
         finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             self.bytes_up += up.bytes
             self.bytes_down += down.bytes
             for w in (c_writer, t_writer):
-                w.close()
+                try:
+                    w.close()
+                except RuntimeError:  # the loop is already shutting down
+                    pass
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -174,9 +180,10 @@ class Emulator:
         async def _stop():
             for p in self.proxies.values():
                 await p.stop()
-            for t in asyncio.all_tasks():
-                if t is not asyncio.current_task():
-                    t.cancel()
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in others:
+                t.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
 
         if self.loop.is_running():
             try:
