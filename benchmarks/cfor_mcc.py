@@ -21,15 +21,20 @@ with MCC thresholds, and local MTL ahead of MTL and STL in recall.
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
-from pathlib import Path
+import os
 
-import numpy as np
-import torch
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # one core per process
+    os.environ.setdefault(_v, "1")
 
-from fedsim.clients.cfor import (
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from fedsim.clients.cfor import (  # noqa: E402
     CFORSiloData,
     CFORTask,
     attribute_metrics,

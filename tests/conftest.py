@@ -12,6 +12,8 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 _CACHE_DIR = tempfile.mkdtemp(prefix="fedsim-test-cache-")
 _SAVED = {k: os.environ.get(k) for k in ("FEDSIM_CACHE_DIR", "FEDSIM_CACHE")}
 os.environ["FEDSIM_CACHE_DIR"] = _CACHE_DIR
@@ -25,3 +27,25 @@ def pytest_unconfigure(config) -> None:
         else:
             os.environ[key] = value
     shutil.rmtree(_CACHE_DIR, ignore_errors=True)
+
+
+# Three silos, two close together and one across the Atlantic: the delays differ
+# enough that a multigraph on it has weak arcs and isolated silos. Integration
+# tests of every task run on it to stay short.
+TRI_GML = """graph [
+  node [ id 0 label "Paris" Latitude 48.86 Longitude 2.35 ]
+  node [ id 1 label "Brussels" Latitude 50.85 Longitude 4.35 ]
+  node [ id 2 label "Montreal" Latitude 45.50 Longitude -73.57 ]
+  edge [ source 0 target 1 ]
+  edge [ source 1 target 2 ]
+  edge [ source 0 target 2 ]
+]
+"""
+
+
+@pytest.fixture(scope="session")
+def tri_network(tmp_path_factory) -> str:
+    """Path of the 3-silo GML network."""
+    path = tmp_path_factory.mktemp("net") / "tri.gml"
+    path.write_text(TRI_GML)
+    return str(path)

@@ -403,27 +403,15 @@ def test_client_app_never_sends_the_sub_network():
 
 
 # -- the real Ray-backed simulation -------------------------------------------------------------
-GML = """graph [
-  node [ id 0 label "Paris" Latitude 48.86 Longitude 2.35 ]
-  node [ id 1 label "Brussels" Latitude 50.85 Longitude 4.35 ]
-  node [ id 2 label "Montreal" Latitude 45.50 Longitude -73.57 ]
-  edge [ source 0 target 1 ]
-  edge [ source 1 target 2 ]
-  edge [ source 0 target 2 ]
-]
-"""
-
-
 @pytest.mark.slow
-def test_two_rounds_of_cdl_on_ray(tmp_path):
+def test_two_rounds_of_cdl_on_ray(tmp_path, tri_network):
     """2 rounds on 3 silos: only the backbone travels, and the sub-network persists on each silo."""
     import csv
 
     from fedsim.apps.config import RunConfig
     from fedsim.apps.simulation import run_simulation
 
-    net = tmp_path / "tri.gml"
-    net.write_text(GML)
+    net = tri_network
     cfg = RunConfig(network=str(net), strategy="ring", task="cdl", rounds=2, seed=3, compute_ms=2.0,
                     task_options={"n_per_silo": 40})
     trace: dict[int, dict[int, dict]] = {}

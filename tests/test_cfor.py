@@ -455,28 +455,15 @@ def test_registered_task():
 
 
 # ------------------------------------------------------------------ Ray integration
-GML = """graph [
-  node [ id 0 label "Paris" Latitude 48.86 Longitude 2.35 ]
-  node [ id 1 label "Brussels" Latitude 50.85 Longitude 4.35 ]
-  node [ id 2 label "Montreal" Latitude 45.50 Longitude -73.57 ]
-  edge [ source 0 target 1 ]
-  edge [ source 1 target 2 ]
-  edge [ source 0 target 2 ]
-]
-"""
-
-
 @pytest.mark.slow
-def test_two_rounds_three_silos_on_ray_then_retrieve(tmp_path):
+def test_two_rounds_three_silos_on_ray_then_retrieve(tmp_path, tri_network):
     import csv
 
     from fedsim.apps.config import RunConfig
     from fedsim.apps.simulation import run_simulation
 
-    net = tmp_path / "tri.gml"
-    net.write_text(GML)
     run_dir = tmp_path / "run"
-    cfg = RunConfig(network=str(net), strategy="fedavg", task="cfor", rounds=2, local_steps=5, seed=1,
+    cfg = RunConfig(network=tri_network, strategy="fedavg", task="cfor", rounds=2, local_steps=5, seed=1,
                     compute_ms=3.0, checkpoint_every=1, task_options=dict(SMALL))
     summary = run_simulation(cfg, run_dir, progress=False)
     assert summary["rounds_completed"] == 2 and summary["metric"] == "mcc"

@@ -356,24 +356,12 @@ def test_registry_knows_gcd():
 
 
 # ----------------------------------------------------------------- federated run
-GML = """graph [
-  node [ id 0 label "Paris" Latitude 48.86 Longitude 2.35 ]
-  node [ id 1 label "Brussels" Latitude 50.85 Longitude 4.35 ]
-  node [ id 2 label "Montreal" Latitude 45.50 Longitude -73.57 ]
-  edge [ source 0 target 1 ]
-  edge [ source 1 target 2 ]
-  edge [ source 0 target 2 ]
-]
-"""
-
-
 @pytest.mark.slow
-def test_two_rounds_three_silos_on_ray(tmp_path):
+def test_two_rounds_three_silos_on_ray(tmp_path, tri_network):
     from fedsim.apps.config import RunConfig
     from fedsim.apps.simulation import run_simulation
 
-    net = tmp_path / "tri.gml"
-    net.write_text(GML)
+    net = tri_network
     options = TINY | {"n_dancers": [2, 3, 4], "lr": 3e-3}  # group-size skew across silos
     cfg = RunConfig(network=str(net), strategy="fedavg", task="gcd", rounds=2, local_steps=3, seed=1,
                     task_options=options, compute_ms=50.0)

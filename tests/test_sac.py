@@ -345,27 +345,15 @@ def test_profile_counts_the_exchanged_values():
 
 
 # ----------------------------------------------------------------- integration
-GML = """graph [
-  node [ id 0 label "Paris" Latitude 48.86 Longitude 2.35 ]
-  node [ id 1 label "Brussels" Latitude 50.85 Longitude 4.35 ]
-  node [ id 2 label "Montreal" Latitude 45.50 Longitude -73.57 ]
-  edge [ source 0 target 1 ]
-  edge [ source 1 target 2 ]
-  edge [ source 0 target 2 ]
-]
-"""
-
-
 @pytest.mark.slow
-def test_two_rounds_of_sac_on_ray(tmp_path):
+def test_two_rounds_of_sac_on_ray(tmp_path, tri_network):
     import csv
     import json
 
     from fedsim.apps.config import RunConfig
     from fedsim.apps.simulation import run_simulation
 
-    net = tmp_path / "tri.gml"
-    net.write_text(GML)
+    net = tri_network
     options = {"dataset": "fine", "n_per_class": 30, "lr": 0.05}
     cfg = RunConfig(network=str(net), strategy="fedavg", task="sac", rounds=2, local_steps=3, seed=3,
                     compute_ms=2.0, task_options=options)

@@ -133,7 +133,8 @@ def cmd_supernode(args) -> int:
                             fast=args.fast)
     env = deployment_env(Path(args.flwr_home).resolve(), args.superexec_poll)
     if args.fast:
-        env |= {"FEDSIM_NODE_POLL_S": f"{args.node_poll:g}", "FEDSIM_WARM_CLIENTAPP": "1"}
+        env |= {"FEDSIM_NODE_POLL_S": f"{args.node_poll:g}", "FEDSIM_WARM_CLIENTAPP": "1",
+                "FEDSIM_PULL_BACKOFF_S": "0.02"}
     return _exec(cmd, env, args.dry_run)
 
 
@@ -189,7 +190,7 @@ def cmd_run(args) -> int:
     home = work / "flwr-home"
     appdir.write_connection(home, RUN_CONNECTION, args.superlink, root_cert=args.root_certificates,
                             insecure=args.insecure)
-    app = appdir.write_app(work / "app", cfg, out, args.poll, args.min_silos or 0)
+    app = appdir.write_app(work / "app", cfg, out, args.poll, args.min_silos or 0, args.pull_backoff)
     cmd = commands.run_command(app, RUN_CONNECTION)
     env = commands.deployment_env(home)
     print(commands.shell_line(cmd, env), flush=True)
@@ -330,6 +331,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-failed-rounds", type=int,
                    help="stop after this many rounds with a failed silo (default 1; with --min-silos: never)")
     p.add_argument("--poll", type=float, default=0.05, help="seconds between reply polls of the round loop")
+    p.add_argument("--pull-backoff", type=float, default=0.02,
+                   help="first retry (s) of a reply object not uploaded yet (0: Flower's 1 s)")
     p.add_argument("--timeout", type=float, default=3600, help="give up following the run after this many s")
 
 

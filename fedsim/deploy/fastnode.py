@@ -10,6 +10,10 @@ entry point with those sleeps capped at ``FEDSIM_NODE_POLL_S`` seconds
 ``min(s, cap)``; everything else (TLS, authentication, node config,
 isolation, heartbeats) is Flower's own code path.
 
+With ``FEDSIM_PULL_BACKOFF_S=0.02`` an object that is not uploaded yet is
+asked for again after 20 ms (doubling, at most 0.5 s) instead of Flower's
+1 s (doubling, at most 10 s): see :func:`quick_pulls`.
+
 With ``FEDSIM_WARM_CLIENTAPP=1`` the SuperNode starts
 :mod:`fedsim.deploy.warmexec` instead of ``flower-superexec`` (same
 arguments): ClientApp processes are forked from a process that already
@@ -17,7 +21,7 @@ imported Flower, torch and the task.
 
 Usage is exactly ``flower-supernode``'s::
 
-    FEDSIM_NODE_POLL_S=0.2 FEDSIM_WARM_CLIENTAPP=1 \\
+    FEDSIM_NODE_POLL_S=0.2 FEDSIM_WARM_CLIENTAPP=1 FEDSIM_PULL_BACKOFF_S=0.02 \\
         python -m fedsim.deploy.fastnode --superlink HOST:PORT ...
 """
 
@@ -30,6 +34,7 @@ import types
 
 ENV = "FEDSIM_NODE_POLL_S"
 WARM_ENV = "FEDSIM_WARM_CLIENTAPP"
+PULL_ENV = "FEDSIM_PULL_BACKOFF_S"
 DEFAULT_CAP_S = 0.2
 
 
@@ -61,20 +66,40 @@ def warm_subprocess() -> types.ModuleType:
     return mod
 
 
-def patch(cap_s: float, warm: bool = False) -> None:
-    """Cap the SuperNode loop's fixed sleeps at ``cap_s`` s; optionally warm ClientApps."""
+def quick_pulls(module, initial_s: float, cap_s: float = 0.5) -> None:
+    """Make ``module``'s object pulls retry after ``initial_s`` (doubling up to ``cap_s``).
+
+    Flower 1.42 retries an object that is not uploaded yet after 1 s (doubling
+    up to 10 s). A message is listed as soon as its sender registered it, and
+    its objects follow in separate requests, so a receiver that polls quickly
+    often asks a moment too early and then waits a whole second.
+    """
+    import functools
+
+    from flwr.supercore.inflatable import inflatable_utils
+
+    module.pull_objects = functools.partial(inflatable_utils.pull_objects, initial_backoff=initial_s,
+                                            backoff_cap=cap_s)
+
+
+def patch(cap_s: float, warm: bool = False, pull_backoff_s: float | None = None) -> None:
+    """Cap the SuperNode loop's fixed sleeps at ``cap_s`` s; optionally warm ClientApps
+    and retry early object pulls after ``pull_backoff_s``."""
     from flwr.supernode import start_client_internal as sci
 
     sci.time = capped_time(cap_s)
     if warm:
         sci.subprocess = warm_subprocess()
+    if pull_backoff_s:
+        quick_pulls(sci, pull_backoff_s)
 
 
 def main() -> None:
     cap = float(os.environ.get(ENV, DEFAULT_CAP_S))
     if not 0.001 <= cap <= 3:
         sys.exit(f"{ENV} must be within 0.001..3 s, got {cap}")
-    patch(cap, warm=os.environ.get(WARM_ENV, "0") == "1")
+    backoff = float(os.environ.get(PULL_ENV, "0")) or None
+    patch(cap, warm=os.environ.get(WARM_ENV, "0") == "1", pull_backoff_s=backoff)
     from flwr.supernode.cli import flower_supernode
 
     sys.argv[0] = "flower-supernode"

@@ -56,31 +56,38 @@ def _json_out(text: str) -> dict:
 class Speed:
     """Polling settings of a deployment (seconds; ``None``: Flower's default).
 
-    Shorter waits cost CPU even when idle (every poll is an HTTPS request; on
-    localhost with 3 SuperNodes, 0.1 s / 0.2 s polls keep about a quarter of
-    a core busy, 0.05 s / 0.1 s about half a core), so the defaults stop at
-    what keeps the polling part of a phase well under a second.
-
     ``grid_poll_s``: how often the ServerApp asks for replies (Flower's
     ``send_and_receive``: 3 s). ``superexec_poll_s``: Flower's supported
     ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` (1 s). ``node_poll_s``: cap on the
     SuperNode loop's fixed 3 s / 0.5 s waits via :mod:`fedsim.deploy.fastnode`
-    (``None``: plain ``flower-supernode``).
+    (``None``: plain ``flower-supernode``). ``warm_clientapp``: fork ClientApp
+    processes from a warm template (:mod:`fedsim.deploy.warmexec`; needs
+    ``node_poll_s``). ``pull_backoff_s``: first retry of an object that is not
+    uploaded yet, in the ServerApp and (with ``node_poll_s``) the SuperNodes
+    (``None``: Flower's 1 s).
+
+    Shorter waits cost CPU even when idle (every poll is an HTTPS request; on
+    localhost with 3 SuperNodes, 0.1 s / 0.2 s polls keep about a quarter of
+    a core busy, 0.05 s / 0.1 s about half a core), so the defaults stop at
+    what keeps the polling part of a phase well under a second.
     """
 
     grid_poll_s: float = 0.05
     superexec_poll_s: float | None = 0.1
     node_poll_s: float | None = 0.2
     warm_clientapp: bool = True
+    pull_backoff_s: float | None = 0.02
 
     @classmethod
     def preset(cls, name: str) -> Speed:
         if name == "fedsim":
             return cls()
         if name == "flower":  # Flower 1.42 as shipped
-            return cls(grid_poll_s=3.0, superexec_poll_s=None, node_poll_s=None, warm_clientapp=False)
+            return cls(grid_poll_s=3.0, superexec_poll_s=None, node_poll_s=None, warm_clientapp=False,
+                       pull_backoff_s=None)
         if name == "supported":  # only settings Flower documents/exposes
-            return cls(grid_poll_s=0.05, superexec_poll_s=0.1, node_poll_s=None, warm_clientapp=False)
+            return cls(grid_poll_s=0.05, superexec_poll_s=0.1, node_poll_s=None, warm_clientapp=False,
+                       pull_backoff_s=None)
         raise FedsimError(f"unknown speed preset {name!r}; valid: fedsim, supported, flower")
 
 
@@ -263,6 +270,8 @@ class LocalCluster:
             self.env["FEDSIM_NODE_POLL_S"] = f"{self.speed.node_poll_s:g}"
             if self.speed.warm_clientapp:
                 self.env["FEDSIM_WARM_CLIENTAPP"] = "1"
+            if self.speed.pull_backoff_s:
+                self.env["FEDSIM_PULL_BACKOFF_S"] = f"{self.speed.pull_backoff_s:g}"
         # Flower starts its helpers (flower-superexec, flwr-serverapp, flwr-clientapp) by
         # name: put this interpreter's scripts first on PATH (not printed in commands.sh).
         self.run_env = dict(self.env, PATH=os.pathsep.join(
@@ -421,7 +430,8 @@ class LocalCluster:
         out = Path(out).resolve()
         for name in ("trace.jsonl", "phases.jsonl", "serverapp.json"):  # progress is read from these
             (out / "deploy" / name).unlink(missing_ok=True)
-        app = appdir.write_app(self.workspace / "app", cfg, out, self.speed.grid_poll_s, min_silos)
+        app = appdir.write_app(self.workspace / "app", cfg, out, self.speed.grid_poll_s, min_silos,
+                               self.speed.pull_backoff_s or 0.0)
         res = self._cli(commands.run_command(app, CONNECTION))
         try:
             run_id = int(_json_out(res.stdout)["run-id"])

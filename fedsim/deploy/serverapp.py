@@ -14,6 +14,10 @@ folder that ``fedsim deploy run`` submits):
     ``Grid.send_and_receive`` sleeps 3 s between polls; :class:`PollingGrid`
     does the same push-then-pull through the public ``Grid`` API with a
     shorter wait and records each phase's timing;
+``pull-backoff-s``
+    0: Flower's retry of a reply object that is not uploaded yet (1 s,
+    doubling). ``b > 0``: retry after ``b`` seconds, doubling up to 0.5 s
+    (:func:`fedsim.deploy.fastnode.quick_pulls`);
 ``min-silos``
     0: a silo that fails stops the run after ``max_failed_rounds`` rounds,
     as in simulation. ``m > 0``: a round completes with the silos that
@@ -127,6 +131,13 @@ def run_deployed(grid: Grid, run_config: dict) -> dict:
     for name in ("phases.jsonl", "trace.jsonl"):
         (work / name).unlink(missing_ok=True)
     poll = float(run_config.get("poll-s", DEFAULT_POLL_S))
+    backoff = float(run_config.get("pull-backoff-s", 0.0))
+    if backoff > 0:
+        from flwr.superlink.grid import http_grid
+
+        from fedsim.deploy.fastnode import quick_pulls
+
+        quick_pulls(http_grid, backoff)
     min_silos = int(run_config.get("min-silos", 0)) or None
     pgrid = PollingGrid(grid, poll, work / "phases.jsonl")
     holder: dict = {}
