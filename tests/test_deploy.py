@@ -33,22 +33,10 @@ from fedsim.apps.config import RunConfig
 from fedsim.deploy import certs, commands, faults, keys
 from fedsim.errors import FedsimError
 
-GML = """graph [
-  node [ id 0 label "Paris" Latitude 48.86 Longitude 2.35 ]
-  node [ id 1 label "Brussels" Latitude 50.85 Longitude 4.35 ]
-  node [ id 2 label "Montreal" Latitude 45.50 Longitude -73.57 ]
-  edge [ source 0 target 1 ]
-  edge [ source 1 target 2 ]
-  edge [ source 0 target 2 ]
-]
-"""
-
 
 @pytest.fixture(scope="module")
-def net_path(tmp_path_factory) -> str:
-    p = tmp_path_factory.mktemp("net") / "tri.gml"
-    p.write_text(GML)
-    return str(p)
+def net_path(tri_network) -> str:
+    return tri_network
 
 
 # ----------------------------------------------------------------------------- certificates
