@@ -110,6 +110,28 @@ def prox_term(model: torch.nn.Module, anchor: list[torch.Tensor] | None, mu: flo
     return 0.5 * mu * sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
 
 
+def minibatch_steps(model: torch.nn.Module, data: SiloData, steps: int, generator: torch.Generator,
+                    optimizer: torch.optim.Optimizer, batch_size: int, loss_fn,
+                    prox_mu: float = 0.0, anchor: list[torch.Tensor] | None = None) -> dict[str, float]:
+    """``steps`` optimizer steps on random minibatches of the silo's training split.
+
+    Each step draws ``batch_size`` indices from ``generator`` (so a run repeats
+    for a seed), minimises ``loss_fn(model(x), y)`` plus the FedProx term, and
+    the mean task loss (without the proximal term) is returned as ``loss``.
+    """
+    bs = min(batch_size, data.n_train)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        idx = torch.randint(0, data.n_train, (bs,), generator=generator)
+        loss = loss_fn(model(data.x_train[idx]), data.y_train[idx])
+        optimizer.zero_grad()
+        (loss + prox_term(model, anchor, prox_mu)).backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return {"loss": float(np.mean(losses))}
+
+
 def dirichlet_partition(labels: np.ndarray, n_silos: int, alpha: float, seed: int,
                         min_size: int = 4) -> list[np.ndarray]:
     """Split sample indices over silos with a Dirichlet(α) label skew.

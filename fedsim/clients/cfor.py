@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedsim.clients.base import SiloData, Task, dirichlet_partition, prox_term
+from fedsim.clients.base import SiloData, Task, dirichlet_partition, minibatch_steps
 from fedsim.errors import FedsimError
 
 DEFAULT_ONTOLOGY = Path(__file__).parent / "data" / "cfor_ontology.toml"
@@ -885,18 +885,8 @@ class CFORTask(Task):
     # -- learning -------------------------------------------------------------
     def train(self, model, data, steps, generator, prox_mu=0.0, anchor=None):
         opt = torch.optim.Adam(model.parameters(), lr=self._cfg("lr", 0.003))
-        bs = min(self._cfg("batch_size", 32), data.n_train)
-        model.train()
-        losses = []
-        for _ in range(steps):
-            idx = torch.randint(0, data.n_train, (bs,), generator=generator)
-            loss = cfor_loss(model(data.x_train[idx]), data.y_train[idx], self.ontology)
-            total = loss + prox_term(model, anchor, prox_mu)
-            opt.zero_grad()
-            total.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-        return {"loss": float(np.mean(losses))}
+        return minibatch_steps(model, data, steps, generator, opt, self._cfg("batch_size", 32),
+                               lambda out, y: cfor_loss(out, y, self.ontology), prox_mu, anchor)
 
     @torch.no_grad()
     def predict(self, model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> tuple[CFOROutput, np.ndarray]:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedsim.clients.base import SiloData, Task, dirichlet_partition, prox_term
+from fedsim.clients.base import SiloData, Task, dirichlet_partition, minibatch_steps
 
 
 class DigitsCNN(nn.Module):
@@ -56,18 +56,8 @@ class DigitsTask(Task):
 
     def train(self, model, data, steps, generator, prox_mu=0.0, anchor=None):
         opt = torch.optim.SGD(model.parameters(), lr=self._cfg("lr", 0.05))
-        bs = min(self._cfg("batch_size", 32), data.n_train)
-        model.train()
-        losses = []
-        for _ in range(steps):
-            idx = torch.randint(0, data.n_train, (bs,), generator=generator)
-            loss = nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
-            total = loss + prox_term(model, anchor, prox_mu)
-            opt.zero_grad()
-            total.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-        return {"loss": float(np.mean(losses))}
+        return minibatch_steps(model, data, steps, generator, opt, self._cfg("batch_size", 32),
+                               nn.functional.cross_entropy, prox_mu, anchor)
 
     @torch.no_grad()
     def evaluate(self, model, data):
