@@ -162,7 +162,7 @@ def test_node_config_is_what_flower_parses():
 
 
 def test_cli_dry_runs_print_the_commands(tmp_path, net_path, capsys):
-    from fedsim.deploy.cli import main
+    from fedsim.cli import main
 
     assert main(["deploy", "certs", "--out", str(tmp_path / "c")]) == 0
     assert main(["deploy", "keys", "--topology", net_path, "--out", str(tmp_path / "k")]) == 0

@@ -2,7 +2,7 @@
 
 import sys
 
-from fedsim.deploy.cli import main
+from fedsim.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["deploy", *sys.argv[1:]]))

@@ -414,18 +414,3 @@ def add_deploy_parser(subparsers) -> argparse.ArgumentParser:
     _add_run_flags(p)
     p.set_defaults(func=cmd_local)
     return d
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="fedsim")
-    add_deploy_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except FedsimError as exc:
-        print(f"fedsim: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("fedsim: interrupted (all processes stopped)", file=sys.stderr)
-        return 130
-
