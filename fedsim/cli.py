@@ -14,13 +14,21 @@ from collections.abc import Sequence
 from fedsim.errors import FedsimError, check_int_at_least, check_positive
 
 
-def _add_profile_flags(p: argparse.ArgumentParser, default_profile: str = "femnist") -> None:
+def _add_profile_flags(p: argparse.ArgumentParser, default_profile: str | None = "femnist") -> None:
+    """Delay-model flags; ``default_profile=None`` leaves out ``--profile`` (commands that sweep profiles)."""
     g = p.add_argument_group("delay model (defaults: the published setting)")
-    g.add_argument("--profile", default=default_profile, help="delay profile (default: %(default)s)")
+    if default_profile is not None:
+        g.add_argument("--profile", default=default_profile, help="delay profile (default: %(default)s)")
     g.add_argument("--upload-bps", type=float, help="access uplink capacity per silo, bit/s (default 1e10)")
     g.add_argument("--download-bps", type=float, help="access downlink capacity per silo, bit/s (default 1e10)")
     g.add_argument("--core-bps", type=float, help="core link capacity, bit/s (default 1e9)")
     g.add_argument("--local-steps", type=int, help="local steps per round (default 1)")
+    g = p.add_argument_group("calibration to a deployment (docs/deployment.md)")
+    g.add_argument("--local-ms", type=float,
+                   help="measured round time of the deployment on unshaped links, used as the computation per round")
+    g.add_argument("--round-trips", type=float,
+                   help="round trips of a silo's link that the deployment's protocol spends per round "
+                        "(scales every latency; the published model: 1)")
 
 
 def _overrides(args) -> dict:
@@ -32,6 +40,19 @@ def _overrides(args) -> dict:
     if args.local_steps is not None:
         out["local_steps"] = check_int_at_least("--local-steps", args.local_steps, 1)
     return out
+
+
+def _profile(args, name: str):
+    """The delay profile ``name`` with the command line's overrides and calibration."""
+    from fedsim.timing.calibration import deployment_profile
+    from fedsim.topologies.delay import get_profile
+
+    prof = get_profile(name, **_overrides(args))
+    if args.local_ms is not None or args.round_trips is not None:
+        local = prof.tc if args.local_ms is None else check_positive("--local-ms", args.local_ms)
+        trips = 1.0 if args.round_trips is None else check_positive("--round-trips", args.round_trips)
+        prof = deployment_profile(prof, local, trips)
+    return prof
 
 
 def _add_design_flags(p: argparse.ArgumentParser) -> None:
@@ -76,11 +97,11 @@ def cmd_networks(args) -> int:
 def cmd_topology(args) -> int:
     import fedsim.clients  # noqa: F401  (registers the tasks' delay profiles)
     from fedsim.timing.simulate import simulate
-    from fedsim.topologies import build_schedule, connectivity, get_profile
+    from fedsim.topologies import build_schedule, connectivity
     from fedsim.topologies.networks import load_network
 
     net = load_network(args.network)
-    prof = get_profile(args.profile, **_overrides(args))
+    prof = _profile(args, args.profile)
     check_int_at_least("--t", args.t, 1)
     conn = connectivity(net)
     sched = build_schedule(args.topology, conn, prof, t=args.t, base=args.base, budget=args.budget)
@@ -129,7 +150,6 @@ def cmd_cycle_time(args) -> int:
     import fedsim.clients  # noqa: F401  (registers the tasks' delay profiles)
     from fedsim.timing.sweep import SweepConfig, markdown_table, run_sweep, write_csv
     from fedsim.topologies import TOPOLOGIES
-    from fedsim.topologies.delay import get_profile, profile_names
     from fedsim.topologies.networks import BUILTIN_NETWORKS, load_network
     from fedsim.errors import unknown_name
 
@@ -144,7 +164,7 @@ def cmd_cycle_time(args) -> int:
             raise unknown_name("topology", t, TOPOLOGIES)
     overrides = _overrides(args)
     # Resolve profiles here (a task profile is measured once) and ship them to the workers.
-    resolved = {p: get_profile(p, **overrides) for p in profiles}
+    resolved = {p: _profile(args, p) for p in profiles}
     for n in networks:
         load_network(n)
     check_int_at_least("--t", args.t, 1)
@@ -309,11 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="recompute the published table; exit 1 if a cell is out of tolerance")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_design_flags(p)
-    g = p.add_argument_group("delay model (defaults: the published setting)")
-    g.add_argument("--upload-bps", type=float)
-    g.add_argument("--download-bps", type=float)
-    g.add_argument("--core-bps", type=float)
-    g.add_argument("--local-steps", type=int)
+    _add_profile_flags(p, default_profile=None)
     p.set_defaults(func=cmd_cycle_time)
 
     p = sub.add_parser("run", help="train on Flower's Simulation Engine (Ray), in-process")

@@ -11,8 +11,9 @@ entry point with those sleeps capped at ``FEDSIM_NODE_POLL_S`` seconds
 isolation, heartbeats) is Flower's own code path.
 
 With ``FEDSIM_PULL_BACKOFF_S=0.02`` an object that is not uploaded yet is
-asked for again after 20 ms (doubling, at most 0.5 s) instead of Flower's
-1 s (doubling, at most 10 s): see :func:`quick_pulls`.
+asked for again after 20 ms (doubling, at most 50 ms) instead of Flower's
+1 s (doubling, at most 10 s), by the SuperNode and by warm ClientApps: see
+:func:`quick_pulls`.
 
 With ``FEDSIM_WARM_CLIENTAPP=1`` the SuperNode starts
 :mod:`fedsim.deploy.warmexec` instead of ``flower-superexec`` (same
@@ -66,20 +67,29 @@ def warm_subprocess() -> types.ModuleType:
     return mod
 
 
-def quick_pulls(module, initial_s: float, cap_s: float = 0.5) -> None:
-    """Make ``module``'s object pulls retry after ``initial_s`` (doubling up to ``cap_s``).
+PULL_CAP_S = 0.05
+
+
+def quick_pulls(module, initial_s: float, cap_s: float = PULL_CAP_S, name: str = "pull_objects") -> None:
+    """Make ``module``'s object pulls (its ``name`` from Flower's ``inflatable_utils``)
+    retry after ``initial_s`` (doubling up to ``cap_s``).
 
     Flower 1.42 retries an object that is not uploaded yet after 1 s (doubling
     up to 10 s). A message is listed as soon as its sender registered it, and
     its objects follow in separate requests, so a receiver that polls quickly
-    often asks a moment too early and then waits a whole second.
+    often asks a moment too early and then waits a whole second. That happens
+    to SuperNodes (pulling from the SuperLink) and to ClientApps (pulling from
+    their SuperNode, which may still be downloading the message over a WAN).
+    The object is already on its way, so the retries stay short (at most
+    ``cap_s``): a doubling backoff would overshoot its arrival by up to the
+    whole download time.
     """
     import functools
 
     from flwr.supercore.inflatable import inflatable_utils
 
-    module.pull_objects = functools.partial(inflatable_utils.pull_objects, initial_backoff=initial_s,
-                                            backoff_cap=cap_s)
+    setattr(module, name, functools.partial(getattr(inflatable_utils, name), initial_backoff=initial_s,
+                                            backoff_cap=cap_s))
 
 
 def patch(cap_s: float, warm: bool = False, pull_backoff_s: float | None = None) -> None:

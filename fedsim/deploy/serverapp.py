@@ -16,7 +16,7 @@ folder that ``fedsim deploy run`` submits):
     shorter wait and records each phase's timing;
 ``pull-backoff-s``
     0: Flower's retry of a reply object that is not uploaded yet (1 s,
-    doubling). ``b > 0``: retry after ``b`` seconds, doubling up to 0.5 s
+    doubling). ``b > 0``: retry after ``b`` seconds, doubling up to 50 ms
     (:func:`fedsim.deploy.fastnode.quick_pulls`);
 ``min-silos``
     0: a silo that fails stops the run after ``max_failed_rounds`` rounds,

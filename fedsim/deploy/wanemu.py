@@ -49,8 +49,10 @@ class LinkShape:
 class _Pipe:
     """One shaped direction of one connection."""
 
-    def __init__(self, shape: LinkShape, max_buffer: int) -> None:
+    def __init__(self, shape: LinkShape, max_buffer: int, trace: list | None = None, tag: tuple = ()) -> None:
         self.shape = shape
+        self.trace = trace  # (loop time, *tag, bytes) of every read, when tracing
+        self.tag = tag
         self.tx_free = 0.0  # loop time at which the transmitter is idle again
         self.queue: asyncio.Queue = asyncio.Queue()
         self.buffered = 0
@@ -66,6 +68,8 @@ class _Pipe:
                 now = loop.time()
                 if not data:
                     break
+                if self.trace is not None:
+                    self.trace.append((now, *self.tag, len(data)))
                 rate = self.shape.rate_bps
                 ser = 8.0 * len(data) / rate if np.isfinite(rate) else 0.0
                 self.tx_free = max(self.tx_free, now) + ser
@@ -108,7 +112,7 @@ class LinkProxy:
     """A shaped TCP proxy ``listen -> target`` (see the module docstring)."""
 
     def __init__(self, target: tuple[str, int], shape: LinkShape, listen_host: str = "127.0.0.1",
-                 listen_port: int = 0, max_buffer: int = 4 << 20) -> None:
+                 listen_port: int = 0, max_buffer: int = 4 << 20, trace: bool = False) -> None:
         self.target = target
         self.shape = shape
         self.listen_host = listen_host
@@ -118,6 +122,7 @@ class LinkProxy:
         self.bytes_up = 0  # client -> target
         self.bytes_down = 0
         self._server: asyncio.base_events.Server | None = None
+        self.trace: list | None = [] if trace else None
 
     async def start(self) -> tuple[str, int]:
         self._server = await asyncio.start_server(self._handle, self.listen_host, self.listen_port)
@@ -132,7 +137,9 @@ class LinkProxy:
         except OSError:
             c_writer.close()
             return
-        up, down = _Pipe(self.shape, self.max_buffer), _Pipe(self.shape, self.max_buffer)
+        conn = self.connections
+        up = _Pipe(self.shape, self.max_buffer, self.trace, (conn, "up"))
+        down = _Pipe(self.shape, self.max_buffer, self.trace, (conn, "down"))
         tasks = [loop.create_task(up.reader(c_reader, loop)), loop.create_task(up.writer(t_writer, loop)),
                  loop.create_task(down.reader(t_reader, loop)), loop.create_task(down.writer(c_writer, loop))]
         try:
@@ -164,9 +171,13 @@ class Emulator:
         self.thread.start()
         self.proxies: dict[object, LinkProxy] = {}
 
-    def add(self, key, target: tuple[str, int], shape: LinkShape) -> tuple[str, int]:
-        """Start a proxy to ``target``; returns the address to dial instead."""
-        proxy = LinkProxy(target, shape)
+    def add(self, key, target: tuple[str, int], shape: LinkShape, trace: bool = False) -> tuple[str, int]:
+        """Start a proxy to ``target``; returns the address to dial instead.
+
+        With ``trace``, the proxy records ``(monotonic time, connection, direction, bytes)``
+        for every chunk it reads (``proxies[key].trace``).
+        """
+        proxy = LinkProxy(target, shape, trace=trace)
         addr = asyncio.run_coroutine_threadsafe(proxy.start(), self.loop).result(timeout=10)
         self.proxies[key] = proxy
         return addr

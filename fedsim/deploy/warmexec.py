@@ -15,6 +15,10 @@ isolation (one process per message, state only through the SuperNode's
 context), minus the imports. The template is single-threaded and never runs
 a task itself, so forking it is safe; it exits when its parent does.
 
+With ``FEDSIM_PULL_BACKOFF_S`` set, the ClientApps retry a message object
+their SuperNode has not finished downloading after that many seconds rather
+than Flower's 1 s (see :func:`fedsim.deploy.fastnode.quick_pulls`).
+
 Used by :mod:`fedsim.deploy.fastnode` (``FEDSIM_WARM_CLIENTAPP=1``).
 """
 
@@ -37,6 +41,13 @@ DEFAULT_PRELOAD = ("fedsim.apps.client_app,fedsim.clients.digits,sklearn.dataset
 def _template() -> None:
     """The template process: import, then fork one child per line on stdin."""
     from flwr.supernode.cli.flwr_clientapp import flwr_clientapp
+    from flwr.supernode.runtime import run_clientapp
+
+    from fedsim.deploy.fastnode import PULL_ENV, quick_pulls
+
+    backoff = float(os.environ.get(PULL_ENV, "0"))
+    if backoff > 0:  # the ClientApp pulls its message from the SuperNode, maybe mid-download
+        quick_pulls(run_clientapp, backoff, name="pull_and_inflate_object_from_tree")
 
     for name in filter(None, os.environ.get(PRELOAD_ENV, DEFAULT_PRELOAD).split(",")):
         try:
