@@ -227,9 +227,7 @@ def cmd_run(args) -> int:
 
     if args.resume:
         run_dir = Path(args.resume)
-        if not (run_dir / "config.json").exists():
-            raise FedsimError(f"cannot resume {run_dir}: no config.json there (not a fedsim run directory)")
-        cfg = RunConfig.from_file(run_dir / "config.json")
+        cfg = RunConfig.of_run(run_dir)
         if args.rounds is not None:
             cfg.rounds = args.rounds
     else:

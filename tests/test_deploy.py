@@ -340,8 +340,9 @@ def cluster(tmp_path_factory, net_path):
 
 def _run(cluster, net_path, out: Path, rounds: int, on_trace=None, min_silos: int = 0,
          **kw) -> tuple[dict, dict]:
-    cfg = RunConfig(network=net_path, strategy="ring", task="digits", rounds=rounds, seed=3,
-                    compute_ms=2.0, task_options={"lr": 0.3}, checkpoint_every=1, **kw)
+    kw = {"seed": 3, "checkpoint_every": 1} | kw
+    cfg = RunConfig(network=net_path, strategy="ring", task="digits", rounds=rounds, compute_ms=2.0,
+                    task_options={"lr": 0.3}, **kw)
     run_id = cluster.submit(cfg, out, min_silos=min_silos)
     trace: dict[int, dict] = {}
 
@@ -431,6 +432,50 @@ def test_clients_without_the_ca_are_refused(cluster):
     with pytest.raises(Exception, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
         blind.node_status()
     assert len([n for n in cluster.client.node_status() if n["status"] == "online"]) == 3
+
+
+@pytest.mark.slow
+def test_stopped_run_resumes_from_its_checkpoint(cluster, net_path, tmp_path):
+    from fedsim.apps.records import checkpoint_round
+    from fedsim.deploy.local import resumed_trace_lines
+
+    cfg = RunConfig(network=net_path, strategy="ring", task="digits", rounds=6, seed=5, compute_ms=2.0,
+                    task_options={"lr": 0.3}, checkpoint_every=2)
+    outcome, full = _run(cluster, net_path, tmp_path / "full", rounds=6, seed=5, checkpoint_every=2)
+    assert outcome["serverapp"]["status"] == "completed", outcome
+
+    out = tmp_path / "stopped"
+    run_id = cluster.submit(cfg, out)
+    stopped = []
+
+    def stop_after_round_3(rec):
+        if rec["round"] >= 3 and not stopped:
+            stopped.append(cluster.client.stop_run(run_id))
+
+    first = cluster.client.follow(run_id, out, cfg.rounds, timeout=400, on_trace=stop_after_round_3)
+    assert stopped == [True] and first["sub_status"] == "stopped", first
+    assert first["serverapp"]["status"] == "stopped" and not (out / "summary.json").exists()
+    done = checkpoint_round(out)
+    assert done in (2, 4)  # the last checkpoint before the stop
+    skip = resumed_trace_lines(out)
+    assert skip == done
+
+    seen = []
+    run_id = cluster.submit(cfg, out, resume=True)
+    second = cluster.client.follow(run_id, out, cfg.rounds, timeout=400, skip=skip,
+                                   on_trace=lambda rec: seen.append(rec["round"]))
+    assert second["serverapp"]["status"] == "completed" and second["serverapp"]["resumed"], second
+    assert seen == list(range(done + 1, cfg.rounds + 2))  # shown once: the rounds it ran (+ final evaluation)
+    trace = [json.loads(x) for x in (out / "deploy" / "trace.jsonl").read_text().splitlines()]
+    assert [t["round"] for t in trace] == list(range(1, cfg.rounds + 2))
+    rows = list(csv.DictReader(open(out / "rounds.csv")))
+    assert [int(r["round"]) for r in rows] == list(range(cfg.rounds + 1))
+    # the resumed run trained exactly what the uninterrupted one did
+    resumed = {t["round"]: t for t in trace}
+    for k in range(1, cfg.rounds + 1):
+        np.testing.assert_allclose(_fingerprints(resumed, k, "trained", range(3)),
+                                   _fingerprints(full, k, "trained", range(3)), rtol=1e-6)
+    assert json.loads((out / "summary.json").read_text())["rounds_completed"] == cfg.rounds
 
 
 @pytest.mark.slow

@@ -101,6 +101,14 @@ class RunConfig:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
+    def of_run(cls, run_dir: Path) -> RunConfig:
+        """The configuration of the run in ``run_dir`` (to resume it)."""
+        path = Path(run_dir) / "config.json"
+        if not path.exists():
+            raise FedsimError(f"cannot resume {run_dir}: no config.json there (not a fedsim run directory)")
+        return cls.from_file(path)
+
+    @classmethod
     def from_file(cls, path: Path) -> RunConfig:
         try:
             data = json.loads(Path(path).read_text())

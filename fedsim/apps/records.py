@@ -31,6 +31,15 @@ BASE_COLUMNS = ("round", "sim_round_ms", "sim_cum_ms", "wall_s", "train_loss", "
                 "eval_metric", "eval_metric_pooled", "consensus", "failed")
 
 
+def checkpoint_round(run_dir: Path) -> int:
+    """The round of a run directory's last checkpoint (0: none)."""
+    path = Path(run_dir) / "checkpoint.npz"
+    if not path.exists():
+        return 0
+    with np.load(path, allow_pickle=False) as z:
+        return int(json.loads(str(z["meta"]))["round"])
+
+
 class RunRecorder:
     """Accumulates round rows and writes the run directory."""
 

@@ -32,13 +32,13 @@ def _toml_value(v) -> str:
 
 
 def write_app(app_dir: str | os.PathLike, cfg: RunConfig, out: str | os.PathLike,
-              poll_s: float, min_silos: int = 0, pull_backoff_s: float = 0.0) -> Path:
-    """Write the app folder for one run; returns its path."""
+              poll_s: float, min_silos: int = 0, pull_backoff_s: float = 0.0, resume: bool = False) -> Path:
+    """Write the app folder for one run (``resume``: continue ``out`` from its checkpoint); returns its path."""
     app_dir = Path(app_dir)
     app_dir.mkdir(parents=True, exist_ok=True)
     config = {"fedsim-config": json.dumps(json.loads(cfg.to_json()), sort_keys=True),
               "out": str(Path(out).resolve()), "poll-s": float(poll_s), "min-silos": int(min_silos),
-              "pull-backoff-s": float(pull_backoff_s)}
+              "pull-backoff-s": float(pull_backoff_s), "resume": bool(resume)}
     lines = [
         "[build-system]",
         'requires = ["setuptools>=68"]',

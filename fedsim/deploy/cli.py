@@ -8,6 +8,7 @@ default; ``--insecure`` must be given explicitly and prints a warning.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -173,24 +174,48 @@ def _network_spec(args) -> None:
     args.topology_spec = spec
 
 
+def _resumed(args):
+    """``(cfg, net, out)`` of ``--resume RUN_DIR`` (its own config; the silo minimum it ran with
+    unless given again), or ``None``."""
+    if not args.resume:
+        return None
+    from fedsim.apps.config import RunConfig
+    from fedsim.topologies.networks import load_network
+
+    out = Path(args.resume).resolve()
+    cfg = RunConfig.of_run(out)
+    if not args.min_silos and (out / "deploy" / "serverapp.json").exists():
+        args.min_silos = json.loads((out / "deploy" / "serverapp.json").read_text()).get("min_silos") or 0
+    return cfg, load_network(cfg.network), out
+
+
 def cmd_run(args) -> int:
     from fedsim.deploy import appdir, commands
-    from fedsim.deploy.local import SuperLinkClient, _json_out
+    from fedsim.deploy.local import SuperLinkClient, _json_out, resumed_trace_lines
 
     _warn_insecure(args)
-    _network_spec(args)
-    cfg, net = _run_config(args)
     commands.check_address(args.superlink)
     if not args.insecure and not args.root_certificates:
         raise FedsimError("TLS is on: give --root-certificates CA.crt (or --insecure, not recommended)")
-    out = Path(args.out or f"runs/deploy-{net.name}-{cfg.strategy}-{cfg.task}-s{cfg.seed}").resolve()
+    resumed = _resumed(args)
+    if resumed:
+        cfg, net, out = resumed
+    else:
+        if not args.topology:
+            raise FedsimError("give the network with --topology NAME (built-in, zoo:NAME or .gml), "
+                              "or --resume RUN_DIR")
+        _network_spec(args)
+        cfg, net = _run_config(args)
+        out = Path(args.out or f"runs/deploy-{net.name}-{cfg.strategy}-{cfg.task}-s{cfg.seed}").resolve()
+        for name in ("trace.jsonl", "phases.jsonl"):  # progress is read from these
+            (out / "deploy" / name).unlink(missing_ok=True)
+    (out / "deploy" / "serverapp.json").unlink(missing_ok=True)
     work = Path(args.workdir).resolve() if args.workdir else out / "deploy"
-    for name in ("trace.jsonl", "phases.jsonl", "serverapp.json"):  # progress is read from these
-        (out / "deploy" / name).unlink(missing_ok=True)
     home = work / "flwr-home"
     appdir.write_connection(home, RUN_CONNECTION, args.superlink, root_cert=args.root_certificates,
                             insecure=args.insecure)
-    app = appdir.write_app(work / "app", cfg, out, args.poll, args.min_silos or 0, args.pull_backoff)
+    app = appdir.write_app(work / "app", cfg, out, args.poll, args.min_silos or 0, args.pull_backoff,
+                           resume=bool(resumed))
     cmd = commands.run_command(app, RUN_CONNECTION)
     env = commands.deployment_env(home)
     print(commands.shell_line(cmd, env), flush=True)
@@ -209,7 +234,8 @@ def cmd_run(args) -> int:
         return 0
     client = SuperLinkClient(args.superlink, None if args.insecure else Path(args.root_certificates),
                              args.insecure, env)
-    outcome = client.follow(run_id, out, cfg.rounds, timeout=args.timeout)
+    outcome = client.follow(run_id, out, cfg.rounds, timeout=args.timeout,
+                            skip=resumed_trace_lines(out) if resumed else 0)
     return _report(outcome, out)
 
 
@@ -269,17 +295,21 @@ def cmd_local(args) -> int:
     if args.insecure and not args.no_auth:
         args.no_auth = True
         print("(--insecure: SuperNode authentication needs TLS, so it is off too)", file=sys.stderr)
-    args.topology = args.topology or "gaia"
-    _network_spec(args)
-    out = Path(args.out or f"runs/local-{Path(args.topology_spec).stem}"
-               f"{'-' + str(args.silos) if args.silos else ''}-{args.strategy}-{args.task}").resolve()
-    if (out / "rounds.csv").exists() and not args.overwrite:
-        raise FedsimError(f"{out} already holds a run; use another --out or --overwrite")
-    for name in ("rounds.csv", "checkpoint.npz", "summary.json", "failures.json"):
-        (out / name).unlink(missing_ok=True)
-    args.topology_spec = _local_network(args, out / "deploy")
-    args.topology = args.topology_spec
-    cfg, net = _run_config(args)
+    resumed = _resumed(args)
+    if resumed:
+        cfg, net, out = resumed
+    else:
+        args.topology = args.topology or "gaia"
+        _network_spec(args)
+        out = Path(args.out or f"runs/local-{Path(args.topology_spec).stem}"
+                   f"{'-' + str(args.silos) if args.silos else ''}-{args.strategy}-{args.task}").resolve()
+        if (out / "rounds.csv").exists() and not args.overwrite:
+            raise FedsimError(f"{out} already holds a run; use --resume {out}, another --out or --overwrite")
+        for name in ("rounds.csv", "checkpoint.npz", "summary.json", "failures.json"):
+            (out / name).unlink(missing_ok=True)
+        args.topology_spec = _local_network(args, out / "deploy")
+        args.topology = args.topology_spec
+        cfg, net = _run_config(args)
     speed = Speed.preset(args.speed)
 
     def _term(signum, frame):  # teardown runs in run_local's finally
@@ -291,7 +321,7 @@ def cmd_local(args) -> int:
         print(f"local deployment: {net.n_silos} silos of {net.name}, strategy {cfg.strategy}, "
               f"task {cfg.task}, {cfg.rounds} rounds")
         outcome = run_local(cfg, out, insecure=args.insecure, auth=not args.no_auth, speed=speed,
-                            min_silos=args.min_silos or 0, timeout=args.timeout)
+                            min_silos=args.min_silos or 0, timeout=args.timeout, resume=bool(resumed))
     finally:
         signal.signal(signal.SIGTERM, old)
         signal.signal(signal.SIGINT, old_int)
@@ -322,6 +352,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=int, default=10)
     p.add_argument("--compute-ms", type=float, help="compute time per local step for the simulated clock")
     p.add_argument("--out", help="run directory (on the SuperLink's machine)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an interrupted run from its last checkpoint (its config.json gives the rest)")
     g = p.add_argument_group("faults")
     g.add_argument("--round-timeout", type=float, default=120.0,
                    help="seconds a round waits for replies (default 120)")
@@ -395,7 +427,7 @@ def add_deploy_parser(subparsers) -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="submit a training run to a SuperLink (flwr run)")
     p.add_argument("--superlink", required=True, metavar="HOST:PORT")
-    p.add_argument("--topology", required=True, help="the network (built-in name, zoo:NAME or .gml)")
+    p.add_argument("--topology", help="the network (built-in name, zoo:NAME or .gml)")
     _add_tls_client(p)
     _add_run_flags(p)
     p.add_argument("--workdir", help="local folder for the app and the CLI's FLWR_HOME (default OUT/deploy)")

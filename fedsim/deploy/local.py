@@ -165,12 +165,21 @@ class SuperLinkClient:
         res = self.control().ListRuns(ListRunsRequest(run_id=run_id))
         return [run_from_proto(p) for p in res.run_dict.values()][0]
 
+    def stop_run(self, run_id: int) -> bool:
+        """Stop a run (``flwr stop``); its ServerApp ends at its next exchange with the SuperLink."""
+        from flwr.proto.control_pb2 import StopRunRequest
+
+        return bool(self.control().StopRun(StopRunRequest(run_id=run_id)).success)
+
     def follow(self, run_id: int, out: Path, rounds: int, timeout: float = 3600,
-               on_trace=None) -> dict:
-        """Print progress until the run finishes (bounded by ``timeout``); returns its outcome."""
+               on_trace=None, skip: int = 0) -> dict:
+        """Print progress until the run finishes (bounded by ``timeout``); returns its outcome.
+
+        ``skip``: trace lines already there before the run (a resumed run's earlier rounds).
+        """
         out = Path(out).resolve()
         trace = out / "deploy" / "trace.jsonl"
-        seen = 0
+        seen = skip
         t_submit = time.perf_counter()
         deadline = time.monotonic() + timeout
         last_status = 0.0
@@ -203,6 +212,8 @@ class SuperLinkClient:
         server = {}
         if (out / "deploy" / "serverapp.json").exists():
             server = json.loads((out / "deploy" / "serverapp.json").read_text())
+            if server.get("status") == "running":  # the ServerApp was ended from outside (stop, crash)
+                server["status"] = run.status.sub_status or "failed"
         return {"run_id": run_id, "status": run.status.status, "sub_status": run.status.sub_status,
                 "details": run.status.details, "bytes_sent": run.bytes_sent, "bytes_recv": run.bytes_recv,
                 "clientapp_runtime_s": run.clientapp_runtime, "serverapp": server}
@@ -425,13 +436,14 @@ class LocalCluster:
             raise FedsimError("the SuperLink exited during the run:\n" + self.procs.tail("superlink"))
 
     # -- runs -----------------------------------------------------------------------
-    def submit(self, cfg: RunConfig, out: Path, min_silos: int = 0) -> int:
+    def submit(self, cfg: RunConfig, out: Path, min_silos: int = 0, resume: bool = False) -> int:
         """Write the app folder and ``flwr run`` it; returns the run id."""
         out = Path(out).resolve()
-        for name in ("trace.jsonl", "phases.jsonl", "serverapp.json"):  # progress is read from these
+        # progress is read from these; a resumed run appends to its trace
+        for name in ("serverapp.json",) if resume else ("trace.jsonl", "phases.jsonl", "serverapp.json"):
             (out / "deploy" / name).unlink(missing_ok=True)
         app = appdir.write_app(self.workspace / "app", cfg, out, self.speed.grid_poll_s, min_silos,
-                               self.speed.pull_backoff_s or 0.0)
+                               self.speed.pull_backoff_s or 0.0, resume=resume)
         res = self._cli(commands.run_command(app, CONNECTION))
         try:
             run_id = int(_json_out(res.stdout)["run-id"])
@@ -466,10 +478,21 @@ class LocalCluster:
                 "timings": self.timings, "commands": self.lines}
 
 
+def resumed_trace_lines(out: Path) -> int:
+    """Trace lines a resumed run keeps (rounds up to the checkpoint), not to be shown again."""
+    from fedsim.apps.records import checkpoint_round
+    from fedsim.deploy.serverapp import trace_rounds
+
+    return trace_rounds(out, checkpoint_round(out))
+
+
 def run_local(cfg: RunConfig, out: Path, *, insecure: bool = False, auth: bool = True,
               speed: Speed | None = None, min_silos: int = 0, timeout: float = 3600,
-              verbose: bool = True, links: dict | None = None, on_started=None, on_trace=None) -> dict:
+              verbose: bool = True, links: dict | None = None, on_started=None, on_trace=None,
+              resume: bool = False) -> dict:
     """Start a local deployment, run ``cfg`` on it, tear it down; returns the outcome.
+
+    ``resume``: continue the run in ``out`` from its last checkpoint.
 
     ``on_started(cluster, run_id)`` and ``on_trace(record)`` let callers act
     mid-run (the fault test kills a SuperNode from ``on_trace``).
@@ -481,11 +504,13 @@ def run_local(cfg: RunConfig, out: Path, *, insecure: bool = False, auth: bool =
     outcome: dict = {}
     try:
         cluster.start()
-        run_id = cluster.submit(cfg, out, min_silos)
+        skip = resumed_trace_lines(out) if resume else 0
+        run_id = cluster.submit(cfg, out, min_silos, resume=resume)
         if on_started:
             on_started(cluster, run_id)
         outcome = cluster.client.follow(run_id, out, cfg.rounds, timeout,
-                                 on_trace=(lambda rec: on_trace(cluster, rec)) if on_trace else None)
+                                        on_trace=(lambda rec: on_trace(cluster, rec)) if on_trace else None,
+                                        skip=skip)
     finally:
         cluster.stop()
         outcome["wall_s"] = time.perf_counter() - t0

@@ -18,6 +18,9 @@ folder that ``fedsim deploy run`` submits):
     0: Flower's retry of a reply object that is not uploaded yet (1 s,
     doubling). ``b > 0``: retry after ``b`` seconds, doubling up to 50 ms
     (:func:`fedsim.deploy.fastnode.quick_pulls`);
+``resume``
+    continue the run directory from its last checkpoint (``fedsim deploy run
+    --resume``), appending to its records;
 ``min-silos``
     0: a silo that fails stops the run after ``max_failed_rounds`` rounds,
     as in simulation. ``m > 0``: a round completes with the silos that
@@ -43,6 +46,7 @@ from flwr.app import Context, Message
 from flwr.serverapp import Grid, ServerApp
 
 from fedsim.apps.config import RunConfig
+from fedsim.apps.records import checkpoint_round
 from fedsim.io import atomic_write_text
 
 DEFAULT_POLL_S = 0.05
@@ -119,6 +123,21 @@ def _jsonable(metrics: dict) -> dict:
     return {k: (float(v) if isinstance(v, (int, float)) else str(v)) for k, v in metrics.items()}
 
 
+def trace_rounds(out: Path, until: int) -> int:
+    """How many lines of ``out``'s trace record rounds ``<= until``."""
+    trace = Path(out) / "deploy" / "trace.jsonl"
+    lines = trace.read_text().splitlines() if trace.exists() else []
+    return sum(1 for line in lines if json.loads(line)["round"] <= until)
+
+
+def keep_trace_until(out: Path, until: int) -> None:
+    """Drop the trace lines of rounds after ``until`` (they are run again on resume)."""
+    trace = Path(out) / "deploy" / "trace.jsonl"
+    if trace.exists():
+        lines = [line for line in trace.read_text().splitlines() if json.loads(line)["round"] <= until]
+        atomic_write_text(trace, "".join(line + "\n" for line in lines))
+
+
 def run_deployed(grid: Grid, run_config: dict) -> dict:
     """Run the configured training on ``grid``; returns the ``serverapp.json`` record."""
     from fedsim.apps.server_app import RunStopped, serve
@@ -128,8 +147,12 @@ def run_deployed(grid: Grid, run_config: dict) -> dict:
     out = Path(str(run_config["out"]))
     work = out / "deploy"
     work.mkdir(parents=True, exist_ok=True)
-    for name in ("phases.jsonl", "trace.jsonl"):
-        (work / name).unlink(missing_ok=True)
+    resume = bool(run_config.get("resume", False))
+    if resume:  # rounds after the checkpoint are run again
+        keep_trace_until(out, checkpoint_round(out))
+    else:
+        for name in ("phases.jsonl", "trace.jsonl"):
+            (work / name).unlink(missing_ok=True)
     poll = float(run_config.get("poll-s", DEFAULT_POLL_S))
     backoff = float(run_config.get("pull-backoff-s", 0.0))
     if backoff > 0:
@@ -154,10 +177,10 @@ def run_deployed(grid: Grid, run_config: dict) -> dict:
         with open(work / "trace.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(rec) + "\n")
 
-    result = {"status": "running", "poll_s": poll, "min_silos": min_silos}
+    result = {"status": "running", "poll_s": poll, "min_silos": min_silos, "resumed": resume}
     atomic_write_text(work / "serverapp.json", json.dumps(result, indent=2))
     try:
-        summary = serve(pgrid, cfg, out, progress=False, on_round=on_round,
+        summary = serve(pgrid, cfg, out, progress=False, resume=resume, on_round=on_round,
                         adapt_strategy=adapt if min_silos else None, min_silos=min_silos)
         result.update(status="completed", summary=summary)
     except RunStopped as exc:
