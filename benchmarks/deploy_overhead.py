@@ -36,27 +36,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from machine import describe  # benchmarks/machine.py (the script folder is on sys.path)
+
 GML_SILOS = 3
-
-
-def machine() -> dict:
-    cpu = ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "python": platform.python_version(), "cpu": cpu,
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg_start": os.getloadavg()}
 
 
 def gaia_subset(n: int, path: Path) -> str:
@@ -149,7 +137,8 @@ def main() -> None:
 
     out = Path(args.out)
     network = gaia_subset(GML_SILOS, out / "gaia-3.gml")
-    info = machine()
+    info = describe()
+    info["loadavg_start"] = info.pop("loadavg")
     compute = clientapp_compute(network, RunConfig(network=network, strategy="fedavg", task="digits",
                                                    task_options={"lr": 0.3}))
     print(f"ClientApp compute (in-process, warm, slowest silo): train {compute['train'] * 1e3:.1f} ms, "

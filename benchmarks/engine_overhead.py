@@ -49,10 +49,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics as st
-import subprocess
 import sys
 import threading
 import time
@@ -60,6 +58,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+
+from machine import describe  # benchmarks/machine.py (the script folder is on sys.path)
 
 
 # --------------------------------------------------------------------------- plain loop
@@ -377,27 +377,6 @@ def inproc_profile(cfg, run_dir: Path, top: int = 12) -> list[str]:
     return lines[-(top + 1):]
 
 
-# --------------------------------------------------------------------------- machine
-def machine() -> dict:
-    cpu = "?"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import flwr
-    import ray
-    import torch
-
-    return {"nproc": os.cpu_count(), "python": platform.python_version(), "cpu": cpu,
-            "flwr": flwr.__version__ if hasattr(flwr, "__version__") else "?", "ray": ray.__version__,
-            "torch": torch.__version__,
-            "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-            "fedsim_source": str(Path(__import__("fedsim").__file__).parent)}
-
-
 def loadavg() -> float:
     try:
         return float(open("/proc/loadavg").read().split()[0])
@@ -552,7 +531,7 @@ def main(argv=None) -> int:
         extra["ray_noop"] = ray_noop_ms(payload, out)
         extra["profile_top"] = inproc_profile(cfg_for(args.strategies[0]), out / "inproc-profile")
 
-    mach = machine()
+    mach = describe(("flwr", "ray", "torch")) | {"fedsim_source": str(Path(__import__("fedsim").__file__).parent)}
     res = {"args": vars(args), "machine": mach, "strategies": {}, **extra}
     for s, m in meas.items():
         b = {k: st.median(d[k] for d in m["breakdown"]) for k in m["breakdown"][0]}

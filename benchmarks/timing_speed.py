@@ -34,14 +34,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
+
+from machine import describe  # benchmarks/machine.py (the script folder is on sys.path)
 
 HERE = Path(__file__).resolve().parent
 
@@ -150,28 +150,6 @@ def multigraph_benchmark(repeats: int) -> dict:
             "cycle_time_ms": value, "s_max": sched.n_states}
 
 
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = None
-    return {
-        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "python": f"Python {platform.python_version()}",
-        "cpu": cpu,
-        "date": datetime.now(timezone.utc).strftime("%a %b %d %H:%M:%S UTC %Y"),
-        "loadavg_at_end": None if load is None else [round(x, 2) for x in load],
-    }
-
-
 def markdown(res: dict, cmd: str) -> str:
     a, b, m = res["table3"], res["multigraph"], res["machine"]
     lines = [
@@ -220,7 +198,8 @@ def main(argv=None) -> int:
         "table3": table3_benchmark(args.cold_repeats, args.primed_repeats, args.warm_calls),
         "multigraph": multigraph_benchmark(args.mg_repeats),
     }
-    res["machine"] = machine()
+    res["machine"] = describe()
+    res["machine"]["loadavg_at_end"] = res["machine"].pop("loadavg")
     res["machine"]["loadavg_at_start"] = load_start
     cmd = "python benchmarks/timing_speed.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])
                                                  if (argv or sys.argv[1:]) else "")

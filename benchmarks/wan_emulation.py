@@ -52,7 +52,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from deploy_overhead import gaia_subset, machine  # noqa: E402
+from deploy_overhead import gaia_subset  # noqa: E402
+from machine import describe  # noqa: E402
 
 
 def measured_profile(task_name: str, options: dict):
@@ -133,7 +134,7 @@ def main() -> None:
                     profile=asdict(profile))
     netem, detail = netem_available()
     print(f"tc netem: {'available' if netem else 'not available'} ({detail}); using the userspace link proxy")
-    record = {"machine": machine(), "loadavg_start": os.getloadavg(),
+    record = {"machine": describe(), "loadavg_start": os.getloadavg(),
               "emulator": "fedsim.deploy.wanemu.LinkProxy (userspace asyncio TCP proxy per link)",
               "netem_available": netem, "netem_detail": detail,
               "network": f"gaia first {args.silos} silos, fully connected", "server": names[server],

@@ -42,6 +42,28 @@ def _overrides(args) -> dict:
     return out
 
 
+def add_training_flags(p: argparse.ArgumentParser) -> None:
+    """What a training run is, for ``fedsim run`` and ``fedsim deploy run|local`` alike."""
+    p.add_argument("--strategy", default="multigraph",
+                   help="fedavg fedprox star ring mst dmbst matcha matcha_plus multigraph (default multigraph)")
+    p.add_argument("--task", default="digits", help="local task (default digits)")
+    p.add_argument("--rounds", type=int, help="rounds (default 20; with --resume: the run's own)")
+    p.add_argument("--local-steps", type=int, default=1, help="local steps per round (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--t", type=int, default=5, help="multigraph maximum multiplicity")
+    p.add_argument("--base", default="ring", help="multigraph base overlay")
+    p.add_argument("--budget", type=float, default=0.5, help="MATCHA budget")
+    p.add_argument("--mu", type=float, default=0.01, help="FedProx proximal weight")
+    p.add_argument("--alpha", type=float, help="Dirichlet label-skew alpha of the task's partition")
+    p.add_argument("--lr", type=float, help="local learning rate")
+    p.add_argument("--task-option", action="append", metavar="KEY=VALUE", help="task option (repeatable)")
+    p.add_argument("--checkpoint-every", type=int, default=10, help="rounds between checkpoints (default 10)")
+    p.add_argument("--compute-ms", type=float,
+                   help="compute time per local step for the simulated clock (default: measured)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an interrupted run from its last checkpoint (its config.json gives the rest)")
+
+
 def _profile(args, name: str):
     """The delay profile ``name`` with the command line's overrides and calibration."""
     from fedsim.timing.calibration import deployment_profile
@@ -333,29 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="train on Flower's Simulation Engine (Ray), in-process")
     p.add_argument("--topology", help="the network (built-in name, zoo:NAME or .gml), e.g. gaia")
     p.add_argument("--network", help="same as --topology")
-    p.add_argument("--strategy", default="multigraph",
-                   help="fedavg fedprox star ring mst dmbst matcha matcha_plus multigraph (default multigraph)")
-    p.add_argument("--task", default="digits", help="local task (default digits)")
-    p.add_argument("--rounds", type=int, help="rounds (default 20)")
-    p.add_argument("--local-steps", type=int, default=1, help="local steps per round (default 1)")
-    p.add_argument("--seed", type=int, default=0)
+    add_training_flags(p)
     p.add_argument("--out", help="run directory (default runs/NETWORK-STRATEGY-TASK-sSEED)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--workers", type=int, default=0, help="parallel ClientApp actors (default: up to 2)")
-    p.add_argument("--t", type=int, default=5, help="multigraph maximum multiplicity")
-    p.add_argument("--base", default="ring", help="multigraph base overlay")
-    p.add_argument("--budget", type=float, default=0.5, help="MATCHA budget")
-    p.add_argument("--mu", type=float, default=0.01, help="FedProx proximal weight")
-    p.add_argument("--alpha", type=float, help="Dirichlet label-skew alpha of the task's partition")
-    p.add_argument("--lr", type=float, help="local learning rate")
-    p.add_argument("--task-option", action="append", metavar="KEY=VALUE", help="task option (repeatable)")
     p.add_argument("--max-failed-rounds", type=int, default=1,
                    help="stop after this many rounds with a failed silo (default 1)")
-    p.add_argument("--checkpoint-every", type=int, default=10, help="rounds between checkpoints")
     p.add_argument("--round-timeout", type=float, help="seconds to wait for a round's replies")
-    p.add_argument("--compute-ms", type=float,
-                   help="compute time per local step for the simulated clock (default: measured)")
     p.add_argument("--inject-fault", metavar="SILO:ROUND", help="make a silo's ClientApp raise (testing)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_run)

@@ -228,3 +228,38 @@ def test_cycle_time_sweep_to_csv(capsys, tmp_path):
     assert cells[("nws", "ring")] == pytest.approx(20.3, rel=0.01)
     assert cells[("nws", "mst")] == pytest.approx(28.7, rel=0.01)
     assert "| femnist | gaia |" in stdout
+
+
+# --------------------------------------------------------------- calibration to a deployment
+def test_calibration_flags_give_the_calibrated_star_time(capsys):
+    from fedsim.timing.calibration import deployment_profile
+    from fedsim.timing.simulate import simulate
+    from fedsim.topologies import build_schedule, connectivity, get_profile
+    from fedsim.topologies.networks import load_network
+
+    conn = connectivity(load_network("gaia"))
+    cal = deployment_profile(get_profile("femnist"), 900.0, 4.5)
+    expected = simulate(build_schedule("star", conn, cal), conn, cal).value
+    code, out, _ = run(capsys, "topology", "--network", "gaia", "--topology", "star", "--local-ms", "900",
+                       "--round-trips", "4.5")
+    assert code == 0 and f"cycle time: {expected:.2f} ms" in out
+    code, out, _ = run(capsys, "cycle-time", "--networks", "gaia", "--topologies", "star", "--profiles", "femnist",
+                       "--local-ms", "900", "--round-trips", "4.5", "--no-progress")
+    assert code == 0 and f"| femnist | gaia | {expected:.1f} |" in out
+    plain = run(capsys, "cycle-time", "--networks", "gaia", "--topologies", "star", "--profiles", "femnist",
+                "--no-progress")[1]
+    assert "| femnist | gaia | 289.8 |" in plain  # without the flags: the published value
+
+
+@pytest.mark.parametrize("flag,value", [("--local-ms", "0"), ("--round-trips", "-2"), ("--round-trips", "nan")])
+def test_bad_calibration_is_refused(capsys, flag, value):
+    code, _, err = run(capsys, "topology", "--network", "gaia", "--topology", "star", f"{flag}={value}")
+    assert code == 2 and flag in one_error_line(err) and "positive number" in err
+
+
+def test_deploy_resume_needs_a_run_directory(capsys, tmp_path):
+    args = ("deploy", "run", "--superlink", "127.0.0.1:9093", "--insecure")
+    code, _, err = run(capsys, *args, "--resume", str(tmp_path))
+    assert code == 2 and "no config.json there" in err.strip().splitlines()[-1]
+    code, _, err = run(capsys, *args)
+    assert code == 2 and "--topology" in err.strip().splitlines()[-1] and "--resume" in err

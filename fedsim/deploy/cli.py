@@ -150,10 +150,11 @@ def _run_config(args):
     if args.lr is not None:
         options["lr"] = args.lr
     net = _network(args)
+    rounds = args.rounds if args.rounds is not None else 20
     max_failed = args.max_failed_rounds
     if max_failed is None:  # with a silo minimum, failures alone never stop the run
-        max_failed = args.rounds + 1 if args.min_silos else 1
-    cfg = RunConfig(network=args.topology_spec, strategy=args.strategy, task=args.task, rounds=args.rounds,
+        max_failed = rounds + 1 if args.min_silos else 1
+    cfg = RunConfig(network=args.topology_spec, strategy=args.strategy, task=args.task, rounds=rounds,
                     local_steps=args.local_steps, seed=args.seed, t=args.t, base=args.base,
                     budget=args.budget, mu=args.mu, task_options=options, max_failed_rounds=max_failed,
                     checkpoint_every=args.checkpoint_every, round_timeout=args.round_timeout,
@@ -175,8 +176,8 @@ def _network_spec(args) -> None:
 
 
 def _resumed(args):
-    """``(cfg, net, out)`` of ``--resume RUN_DIR`` (its own config; the silo minimum it ran with
-    unless given again), or ``None``."""
+    """``(cfg, net, out)`` of ``--resume RUN_DIR`` (its own config; ``--rounds`` and the silo
+    minimum it ran with unless given again), or ``None``."""
     if not args.resume:
         return None
     from fedsim.apps.config import RunConfig
@@ -184,6 +185,8 @@ def _resumed(args):
 
     out = Path(args.resume).resolve()
     cfg = RunConfig.of_run(out)
+    if args.rounds is not None:
+        cfg.rounds = check_int_at_least("--rounds", args.rounds, 1)
     if not args.min_silos and (out / "deploy" / "serverapp.json").exists():
         args.min_silos = json.loads((out / "deploy" / "serverapp.json").read_text()).get("min_silos") or 0
     return cfg, load_network(cfg.network), out
@@ -336,24 +339,10 @@ def _add_tls_client(p: argparse.ArgumentParser) -> None:
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--strategy", default="multigraph",
-                   help="fedavg fedprox star ring mst dmbst matcha matcha_plus multigraph (default multigraph)")
-    p.add_argument("--task", default="digits", help="local task (default digits)")
-    p.add_argument("--rounds", type=int, default=20, help="rounds (default 20)")
-    p.add_argument("--local-steps", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--t", type=int, default=5, help="multigraph maximum multiplicity")
-    p.add_argument("--base", default="ring", help="multigraph base overlay")
-    p.add_argument("--budget", type=float, default=0.5, help="MATCHA budget")
-    p.add_argument("--mu", type=float, default=0.01, help="FedProx proximal weight")
-    p.add_argument("--alpha", type=float, help="Dirichlet label-skew alpha of the task's partition")
-    p.add_argument("--lr", type=float, help="local learning rate")
-    p.add_argument("--task-option", action="append", metavar="KEY=VALUE")
-    p.add_argument("--checkpoint-every", type=int, default=10)
-    p.add_argument("--compute-ms", type=float, help="compute time per local step for the simulated clock")
+    from fedsim.cli import add_training_flags
+
+    add_training_flags(p)
     p.add_argument("--out", help="run directory (on the SuperLink's machine)")
-    p.add_argument("--resume", metavar="RUN_DIR",
-                   help="continue an interrupted run from its last checkpoint (its config.json gives the rest)")
     g = p.add_argument_group("faults")
     g.add_argument("--round-timeout", type=float, default=120.0,
                    help="seconds a round waits for replies (default 120)")
