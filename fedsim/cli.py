@@ -278,8 +278,11 @@ def cmd_run(args) -> int:
             raise FedsimError(f"{run_dir} already holds a run; use --resume {run_dir}, another --out, "
                               "or --overwrite")
         if args.overwrite:
+            import shutil
+
             for name in ("rounds.csv", "checkpoint.npz", "summary.json", "failures.json"):
                 (run_dir / name).unlink(missing_ok=True)
+            shutil.rmtree(run_dir / "silos", ignore_errors=True)  # the silos' own kept parameters
     s = run_simulation(cfg, run_dir, progress=not args.no_progress, resume=bool(args.resume))
     print(f"{s['strategy']} on {s['network']} ({s['silos']} silos), task {s['task']}: "
           f"{s['rounds_completed']} rounds")

@@ -437,3 +437,53 @@ def test_two_rounds_of_cdl_on_ray(tmp_path, tri_network):
     assert [int(r["round"]) for r in rows] == [0, 1, 2]
     assert all(0 < float(r["eval_metric"]) < 2 for r in rows)
     assert all(float(trace[3][s]["eval_n"]) == 8.0 for s in range(3))  # 20 % of 40 images
+
+
+# -- the silo's own copy of its sub-network, for resumed runs ------------------------------------
+def test_local_state_is_kept_at_checkpoint_rounds_only(tmp_path):
+    from fedsim.apps.client_app import load_local_state, save_local_state
+
+    folder = tmp_path / "run-key"
+    assert load_local_state(folder, 0, 10) is None  # nothing kept yet (and no folder)
+    for rnd in range(1, 8):  # checkpoints every 2 rounds: 2, 4, 6 are kept, older ones pruned
+        save_local_state(folder, 0, rnd, 2, {"w": torch.full((3,), float(rnd))})
+        save_local_state(folder, 1, rnd, 2, {"w": torch.full((3,), -float(rnd))})
+    assert sorted(f.name for f in folder.iterdir()) == [
+        "silo-0-round-4.pt", "silo-0-round-6.pt", "silo-1-round-4.pt", "silo-1-round-6.pt"]
+    assert load_local_state(folder, 0, 7)["w"].tolist() == [6.0] * 3  # resumed after round 6
+    assert load_local_state(folder, 0, 5)["w"].tolist() == [4.0] * 3  # the server's checkpoint lagged
+    assert load_local_state(folder, 1, 7)["w"].tolist() == [-6.0] * 3  # each silo its own
+    assert load_local_state(folder, 0, 4) is None  # nothing older than round 4 is left
+    save_local_state(None, 0, 8, 2, {"w": torch.zeros(1)})  # no folder: nothing kept, no error
+    save_local_state(folder, 0, 8, 0, {"w": torch.zeros(1)})  # no checkpoints: nothing kept
+    assert not (folder / "silo-0-round-8.pt").exists()
+
+
+@pytest.mark.slow
+def test_resumed_cdl_run_continues_with_the_sub_networks(tmp_path, tri_network):
+    """Interrupted after round 2 and resumed: the same rounds as an uninterrupted run, because each
+    silo reloads the sub-network it kept at the checkpoint instead of re-copying the backbone."""
+    import csv
+
+    from fedsim.apps.config import RunConfig
+    from fedsim.apps.simulation import run_simulation
+
+    def rows(run):
+        with open(run / "rounds.csv") as fh:
+            return list(csv.DictReader(fh))
+
+    cfg = RunConfig(network=str(tri_network), strategy="ring", task="cdl", rounds=4, seed=3, compute_ms=2.0,
+                    task_options={"n_per_silo": 40}, checkpoint_every=2)
+    run_simulation(cfg, tmp_path / "full", progress=False)
+    part = RunConfig(**{**cfg.__dict__, "rounds": 2})
+    run_simulation(part, tmp_path / "part", progress=False)  # stands for a run stopped after round 2
+    kept = sorted(f.name for f in (tmp_path / "part" / "silos" / cfg.key()).iterdir())
+    assert kept == [f"silo-{s}-round-2.pt" for s in range(3)]
+    resumed = RunConfig.from_file(tmp_path / "part" / "config.json")
+    resumed.rounds = 4
+    run_simulation(resumed, tmp_path / "part", progress=False, resume=True)
+    a, b = rows(tmp_path / "full"), rows(tmp_path / "part")
+    assert len(a) == len(b) == 5
+    for ra, rb in zip(a, b):
+        for col in ("round", "train_loss", "eval_loss", "eval_metric", "consensus"):
+            assert ra[col] == rb[col], (ra["round"], col, ra[col], rb[col])

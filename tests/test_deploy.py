@@ -159,6 +159,8 @@ def test_node_config_is_what_flower_parses():
     # Flower's parser has no escapes: a double quote in a name becomes a single quote.
     parsed = parse_config_args([commands.node_config(0, 2, 'The "Hub"')])
     assert parsed == {"partition-id": 0, "num-partitions": 2, "silo-name": "The 'Hub'"}
+    parsed = parse_config_args([commands.node_config(2, 3, state_dir="/srv/fedsim state/silo-2")])
+    assert parsed == {"partition-id": 2, "num-partitions": 3, "state-dir": "/srv/fedsim state/silo-2"}
 
 
 def test_cli_dry_runs_print_the_commands(tmp_path, net_path, capsys):

@@ -5,13 +5,17 @@ evaluates the received model on its silo's test split, trains the silo's
 task for the configured local steps, and replies with the trained model and
 metrics. A silo's task and partition are built once per process and reused.
 Parameters a task keeps local (e.g. CDL's sub-network) live in the node's
-``context.state`` between rounds.
+``context.state`` between rounds and, at every checkpoint round, in a file of
+the silo's own (:func:`save_local_state`), so that a resumed run continues
+with them instead of a fresh copy.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,6 +23,7 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedsim.clients import get_task
+from fedsim.io import atomic_write
 
 app = ClientApp()
 
@@ -51,6 +56,10 @@ def _setup(msg: Message, context: Context):
     keys = task.exchanged_keys(model)
     state = model.state_dict()
     local_key = f"local-{silo}"
+    if local_key not in context.state and len(keys) < len(state):  # a resumed run: the silo's own file
+        restored = load_local_state(_state_dir(context, cfg), silo, int(cfg.get("round", 1 << 30)))
+        if restored is not None:
+            context.state[local_key] = ArrayRecord(restored)
     if local_key in context.state:  # parameters that never leave the silo
         saved = context.state[local_key].to_torch_state_dict()
         state.update({k: v for k, v in saved.items() if k not in keys})
@@ -62,6 +71,49 @@ def _setup(msg: Message, context: Context):
         offset += n
     model.load_state_dict(state)
     return task, silo, data, model, keys, cfg, local_key, flat
+
+
+def _state_dir(context: Context, cfg) -> Path | None:
+    """This silo's folder for the current run's local state: the node's ``state-dir``
+    (deployment) or the server's ``local-state-dir`` (simulation), per run key."""
+    base = context.node_config.get("state-dir") or cfg.get("local-state-dir")
+    key = cfg.get("run-key")
+    return Path(str(base)) / str(key) if base and key else None
+
+
+_STATE_FILE = re.compile(r"silo-(\d+)-round-(\d+)\.pt")
+
+
+def _state_files(folder: Path, silo: int) -> dict[int, Path]:
+    found = {}
+    for f in folder.glob(f"silo-{silo}-round-*.pt"):
+        m = _STATE_FILE.fullmatch(f.name)
+        if m and int(m.group(1)) == silo:
+            found[int(m.group(2))] = f
+    return found
+
+
+def save_local_state(folder: Path | None, silo: int, rnd: int, every: int, state: dict) -> None:
+    """Keep ``state`` (the silo's local parameters after round ``rnd``) if ``rnd`` is a checkpoint
+    round; files older than the previous checkpoint are removed (a run resumes from the server's
+    last checkpoint, which may lag the silo's by one)."""
+    if folder is None or every < 1 or rnd % every:
+        return
+    atomic_write(folder / f"silo-{silo}-round-{rnd}.pt",
+                 lambda tmp: torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp))
+    for r, f in _state_files(folder, silo).items():
+        if r < rnd - every:
+            f.unlink(missing_ok=True)
+
+
+def load_local_state(folder: Path | None, silo: int, before_round: int) -> dict | None:
+    """The silo's latest kept local parameters from a round before ``before_round``, if any."""
+    if folder is None or not folder.is_dir():
+        return None
+    older = {r: f for r, f in _state_files(folder, silo).items() if r < before_round}
+    if not older:
+        return None
+    return torch.load(older[max(older)], weights_only=True)
 
 
 def checksums(flat: np.ndarray) -> tuple[float, float]:
@@ -114,6 +166,8 @@ def train(msg: Message, context: Context) -> Message:
     local = {k: v for k, v in model.state_dict().items() if k not in set(keys)}
     if local:
         context.state[local_key] = ArrayRecord(local)
+        save_local_state(_state_dir(context, cfg), silo, int(cfg["round"]), int(cfg.get("checkpoint-every", 0)),
+                         local)
     flat = flatten(model, keys)
     metrics["trained_sum"], metrics["trained_signed"] = checksums(flat)
     content = RecordDict({"arrays": ArrayRecord([flat]), "metrics": MetricRecord(metrics)})

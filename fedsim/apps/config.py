@@ -100,6 +100,16 @@ class RunConfig:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
+    def key(self) -> str:
+        """A short hash of what defines the run's training (not its length or execution settings)."""
+        import hashlib
+
+        data = json.loads(self.to_json())
+        for name in ("rounds", "workers", "round_timeout", "max_failed_rounds", "checkpoint_every", "profile",
+                     "inject_fault"):
+            data.pop(name, None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
     @classmethod
     def of_run(cls, run_dir: Path) -> RunConfig:
         """The configuration of the run in ``run_dir`` (to resume it)."""

@@ -94,7 +94,8 @@ def build_strategy(cfg: RunConfig, n: int, initial: np.ndarray, node_of_silo, sc
 
 
 def serve(grid: Grid, cfg: RunConfig, run_dir: Path, progress: bool = True, resume: bool = False,
-          on_round=None, adapt_strategy=None, min_silos: int | None = None) -> dict:
+          on_round=None, adapt_strategy=None, min_silos: int | None = None,
+          silo_state_dir: Path | None = None) -> dict:
     """Run (or resume) a training run on ``grid``; returns the summary dict.
 
     ``on_round(k, outcome, strategy)`` is called after round ``k`` is mixed
@@ -103,6 +104,9 @@ def serve(grid: Grid, cfg: RunConfig, run_dir: Path, progress: bool = True, resu
     received. ``adapt_strategy(strategy)`` is called once on the new strategy
     (deployment uses it to mix over the silos that answered). With
     ``min_silos``, a round in which fewer silos answered stops the run.
+    ``silo_state_dir``: where silos without a ``state-dir`` of their own keep
+    the parameters that never leave them, at every checkpoint round (only
+    for silos that share this machine's disk, i.e. simulation).
     """
     from tqdm import tqdm
 
@@ -148,11 +152,14 @@ def serve(grid: Grid, cfg: RunConfig, run_dir: Path, progress: bool = True, resu
             start, sim_cum = last + 1, float(meta["sim_cum_ms"])
             wall_total, failed_rounds = float(meta["wall_total_s"]), int(meta["failed_rounds"])
             strategy.n_examples = np.asarray(meta["n_examples"], float)
-    base_cfg = {"task": cfg.task, "task-options": json.dumps(cfg.task_options, sort_keys=True),
+    base_cfg = {"run-key": cfg.key(), "checkpoint-every": cfg.checkpoint_every,
+                "task": cfg.task, "task-options": json.dumps(cfg.task_options, sort_keys=True),
                 "seed": cfg.seed, "n-silos": n, "local-steps": cfg.local_steps, "evaluate": True}
     if cfg.inject_fault:
         silo, rnd = (int(x) for x in cfg.inject_fault.split(":"))
         base_cfg |= {"fault-silo": silo, "fault-round": rnd}
+    if silo_state_dir is not None:
+        base_cfg["local-state-dir"] = str(Path(silo_state_dir).resolve())
     bar = tqdm(total=cfg.rounds, initial=start - 1, desc=f"{cfg.strategy}/{net.name}/{cfg.task}",
                unit="round", disable=not progress, leave=False)
     stop_reason = None
@@ -261,7 +268,8 @@ def make_server_app(cfg: RunConfig, run_dir: Path, progress: bool = True, resume
     def _main(grid: Grid, context: Context) -> None:
         if pull_interval is not None and hasattr(grid, "pull_interval"):
             grid.pull_interval = pull_interval
-        summary = serve(grid, cfg, run_dir, progress=progress, resume=resume, on_round=on_round)
+        summary = serve(grid, cfg, run_dir, progress=progress, resume=resume, on_round=on_round,
+                        silo_state_dir=Path(run_dir) / "silos")
         if result is not None:
             result.update(summary)
 

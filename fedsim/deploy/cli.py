@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -131,7 +132,7 @@ def cmd_supernode(args) -> int:
     cmd = supernode_command(superlink=args.superlink, silo=silo, n_silos=net.n_silos, name=net.silos[silo],
                             task=args.task, root_cert=None if args.insecure else args.root_certificates,
                             private_key=key, insecure=args.insecure, runtime_port=args.port,
-                            fast=args.fast)
+                            fast=args.fast, state_dir=Path(args.state_dir).resolve() if args.state_dir else None)
     env = deployment_env(Path(args.flwr_home).resolve(), args.superexec_poll)
     if args.fast:
         env |= {"FEDSIM_NODE_POLL_S": f"{args.node_poll:g}", "FEDSIM_WARM_CLIENTAPP": "1",
@@ -310,6 +311,7 @@ def cmd_local(args) -> int:
             raise FedsimError(f"{out} already holds a run; use --resume {out}, another --out or --overwrite")
         for name in ("rounds.csv", "checkpoint.npz", "summary.json", "failures.json"):
             (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "deploy" / "silo-state", ignore_errors=True)  # the silos' kept parameters
         args.topology_spec = _local_network(args, out / "deploy")
         args.topology = args.topology_spec
         cfg, net = _run_config(args)
@@ -411,6 +413,8 @@ def add_deploy_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true",
                    help="run through fedsim.deploy.fastnode (short loop waits, warm ClientApps)")
     p.add_argument("--node-poll", type=float, default=0.2, help="with --fast: loop wait cap in s")
+    p.add_argument("--state-dir", help="folder on this silo for parameters that never leave it "
+                                       "(kept at checkpoints, so that resumed runs continue with them)")
     p.add_argument("--dry-run", action="store_true")
     p.set_defaults(func=cmd_supernode)
 

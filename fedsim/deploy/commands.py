@@ -64,19 +64,28 @@ def check_address(address: str, what: str = "--superlink") -> tuple[str, int]:
     return host, int(port)
 
 
-def node_config(silo: int, n_silos: int, name: str | None = None, task: str | None = None) -> str:
+def node_config(silo: int, n_silos: int, name: str | None = None, task: str | None = None,
+                state_dir=None) -> str:
     """The ``--node-config`` value for one silo (TOML values, space separated).
+
+    ``state_dir``: a folder on the silo where the ClientApp keeps, at every
+    checkpoint round, the parameters that never leave the silo (so that a
+    resumed run continues with them).
 
     Examples
     --------
     >>> node_config(1, 3, "Brussels", "digits")
     'partition-id=1 num-partitions=3 silo-name="Brussels" task="digits"'
+    >>> node_config(0, 3, state_dir="/srv/fedsim-state")
+    'partition-id=0 num-partitions=3 state-dir="/srv/fedsim-state"'
     """
     parts = [f"partition-id={int(silo)}", f"num-partitions={int(n_silos)}"]
     if name is not None:
         parts.append(f"silo-name={_toml_str(name)}")
     if task is not None:
         parts.append(f"task={_toml_str(task)}")
+    if state_dir is not None:
+        parts.append(f"state-dir={_toml_str(str(state_dir))}")
     return " ".join(parts)
 
 
@@ -112,7 +121,7 @@ def superlink_command(*, host: str = "127.0.0.1", port: int = 9092, ca_cert=None
 def supernode_command(*, superlink: str, silo: int, n_silos: int, name: str | None = None,
                       task: str | None = None, root_cert=None, private_key=None,
                       insecure: bool = False, runtime_port: int = 9094,
-                      max_wait_time: float | None = None, fast: bool = False) -> list[str]:
+                      max_wait_time: float | None = None, fast: bool = False, state_dir=None) -> list[str]:
     """``flower-supernode`` for one silo.
 
     ``fast=True`` starts the same SuperNode through :mod:`fedsim.deploy.fastnode`
@@ -133,7 +142,7 @@ def supernode_command(*, superlink: str, silo: int, n_silos: int, name: str | No
         cmd += ["--root-certificates", str(root_cert)]
         if private_key:
             cmd += ["--auth-supernode-private-key", str(private_key)]
-    cmd += ["--node-config", node_config(silo, n_silos, name, task), "--port", str(int(runtime_port))]
+    cmd += ["--node-config", node_config(silo, n_silos, name, task, state_dir), "--port", str(int(runtime_port))]
     if max_wait_time is not None:
         cmd += ["--max-wait-time", f"{max_wait_time:g}"]
     return cmd

@@ -366,7 +366,8 @@ class LocalCluster:
         kw = dict(superlink=node.superlink, silo=node.index, n_silos=self.net.n_silos, name=node.name,
                   task=self.task, root_cert=self.cert_paths.ca_cert if self.cert_paths else None,
                   private_key=node.key.private if node.key else None, insecure=self.insecure,
-                  runtime_port=node.runtime_port, fast=self.speed.node_poll_s is not None)
+                  runtime_port=node.runtime_port, fast=self.speed.node_poll_s is not None,
+                  state_dir=self.workspace / "silo-state" / f"silo-{node.index}")
         kw.update(overrides)
         return commands.supernode_command(**kw)
 
