@@ -135,8 +135,10 @@ def cmd_supernode(args) -> int:
                             fast=args.fast, state_dir=Path(args.state_dir).resolve() if args.state_dir else None)
     env = deployment_env(Path(args.flwr_home).resolve(), args.superexec_poll)
     if args.fast:
+        from fedsim.deploy.warmexec import PRELOAD_ENV, preload_for
+
         env |= {"FEDSIM_NODE_POLL_S": f"{args.node_poll:g}", "FEDSIM_WARM_CLIENTAPP": "1",
-                "FEDSIM_PULL_BACKOFF_S": "0.02"}
+                "FEDSIM_PULL_BACKOFF_S": "0.02", PRELOAD_ENV: preload_for(args.task)}
     return _exec(cmd, env, args.dry_run)
 
 

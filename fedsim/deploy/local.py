@@ -280,7 +280,10 @@ class LocalCluster:
         if self.speed.node_poll_s is not None:
             self.env["FEDSIM_NODE_POLL_S"] = f"{self.speed.node_poll_s:g}"
             if self.speed.warm_clientapp:
+                from fedsim.deploy.warmexec import PRELOAD_ENV, preload_for
+
                 self.env["FEDSIM_WARM_CLIENTAPP"] = "1"
+                self.env[PRELOAD_ENV] = preload_for(self.task)
             if self.speed.pull_backoff_s:
                 self.env["FEDSIM_PULL_BACKOFF_S"] = f"{self.speed.pull_backoff_s:g}"
         # Flower starts its helpers (flower-superexec, flwr-serverapp, flwr-clientapp) by

@@ -38,6 +38,14 @@ DEFAULT_PRELOAD = ("fedsim.apps.client_app,fedsim.clients.digits,sklearn.dataset
                    "torch.optim,torch._dynamo")
 
 
+def preload_for(task: str) -> str:
+    """``FEDSIM_WARM_PRELOAD`` for a SuperNode serving ``task``: the defaults plus the task's module."""
+    from fedsim.clients import TASKS
+
+    module = TASKS.get(task, "").split(":")[0]
+    return DEFAULT_PRELOAD + (f",{module}" if module and module not in DEFAULT_PRELOAD else "")
+
+
 def _template() -> None:
     """The template process: import, then fork one child per line on stdin."""
     from flwr.supernode.cli.flwr_clientapp import flwr_clientapp
