@@ -439,7 +439,7 @@ def test_clients_without_the_ca_are_refused(cluster):
 @pytest.mark.slow
 def test_stopped_run_resumes_from_its_checkpoint(cluster, net_path, tmp_path):
     from fedsim.apps.records import checkpoint_round
-    from fedsim.deploy.local import resumed_trace_lines
+    from fedsim.deploy.local import prepare_resume
 
     cfg = RunConfig(network=net_path, strategy="ring", task="digits", rounds=6, seed=5, compute_ms=2.0,
                     task_options={"lr": 0.3}, checkpoint_every=2)
@@ -459,8 +459,10 @@ def test_stopped_run_resumes_from_its_checkpoint(cluster, net_path, tmp_path):
     assert first["serverapp"]["status"] == "stopped" and not (out / "summary.json").exists()
     done = checkpoint_round(out)
     assert done in (2, 4)  # the last checkpoint before the stop
-    skip = resumed_trace_lines(out)
-    assert skip == done
+    ran = [json.loads(x)["round"] for x in (out / "deploy" / "trace.jsonl").read_text().splitlines()]
+    assert max(ran) >= done
+    skip = prepare_resume(out)
+    assert skip == done  # rounds run after the checkpoint are dropped from the trace: they run again
 
     seen = []
     run_id = cluster.submit(cfg, out, resume=True)
@@ -477,7 +479,11 @@ def test_stopped_run_resumes_from_its_checkpoint(cluster, net_path, tmp_path):
     for k in range(1, cfg.rounds + 1):
         np.testing.assert_allclose(_fingerprints(resumed, k, "trained", range(3)),
                                    _fingerprints(full, k, "trained", range(3)), rtol=1e-6)
-    assert json.loads((out / "summary.json").read_text())["rounds_completed"] == cfg.rounds
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rounds_completed"] == cfg.rounds
+    walls = [float(r["wall_s"]) for r in rows[1:]]  # measured times of the kept and the new rounds
+    assert summary["wall_total_s"] == pytest.approx(sum(walls), rel=1e-4)
+    assert summary["mean_wall_round_s"] == pytest.approx(sum(walls) / cfg.rounds, rel=1e-4)
 
 
 @pytest.mark.slow

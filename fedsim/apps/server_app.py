@@ -238,7 +238,7 @@ def serve(grid: Grid, cfg: RunConfig, run_dir: Path, progress: bool = True, resu
         "simulated_total_ms": last.get("sim_cum_ms", 0.0),
         "simulated_cycle_time_ms": clock.value, "cycle_time_definition": clock.definition,
         "wall_total_s": wall_total,
-        "mean_wall_round_s": wall_total / max(1, int(last.get("round", 0)) - start + 1),
+        "mean_wall_round_s": wall_total / max(1, int(last.get("round", 0))),  # resumed runs count all rounds
         "weights_method": getattr(strategy, "weights_method", None),
         "stopped": stop_reason, "failed_rounds": failed_rounds,
     }

@@ -197,7 +197,7 @@ def _resumed(args):
 
 def cmd_run(args) -> int:
     from fedsim.deploy import appdir, commands
-    from fedsim.deploy.local import SuperLinkClient, _json_out, resumed_trace_lines
+    from fedsim.deploy.local import SuperLinkClient, _json_out, prepare_resume
 
     _warn_insecure(args)
     commands.check_address(args.superlink)
@@ -216,6 +216,7 @@ def cmd_run(args) -> int:
         for name in ("trace.jsonl", "phases.jsonl"):  # progress is read from these
             (out / "deploy" / name).unlink(missing_ok=True)
     (out / "deploy" / "serverapp.json").unlink(missing_ok=True)
+    skip = prepare_resume(out) if resumed else 0
     work = Path(args.workdir).resolve() if args.workdir else out / "deploy"
     home = work / "flwr-home"
     appdir.write_connection(home, RUN_CONNECTION, args.superlink, root_cert=args.root_certificates,
@@ -241,7 +242,7 @@ def cmd_run(args) -> int:
     client = SuperLinkClient(args.superlink, None if args.insecure else Path(args.root_certificates),
                              args.insecure, env)
     outcome = client.follow(run_id, out, cfg.rounds, timeout=args.timeout,
-                            skip=resumed_trace_lines(out) if resumed else 0)
+                            skip=skip)
     return _report(outcome, out)
 
 

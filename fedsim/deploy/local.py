@@ -180,6 +180,8 @@ class SuperLinkClient:
         out = Path(out).resolve()
         trace = out / "deploy" / "trace.jsonl"
         seen = skip
+        self.metric = None
+        self.run_dir = out
         t_submit = time.perf_counter()
         deadline = time.monotonic() + timeout
         last_status = 0.0
@@ -219,11 +221,17 @@ class SuperLinkClient:
                 "clientapp_runtime_s": run.clientapp_runtime, "serverapp": server}
 
     def _progress(self, rec: dict, rounds: int) -> None:
+        if self.metric is None:  # the run's config.json is written before its first trace line
+            from fedsim.clients import task_metric
+
+            self.metric = task_metric(json.loads((self.run_dir / "config.json").read_text())["task"])
         k = rec["round"]
         train = rec["train"]
         fails = ",".join(sorted(rec["failed"])) or "-"
         metric = sorted({key for m in train.values() for key in m
                          if key.startswith("eval_") and key not in ("eval_loss", "eval_n")})
+        if self.metric and f"eval_{self.metric}" in metric:  # the task's headline metric first
+            metric.insert(0, f"eval_{self.metric}")
         mean_metric = _mean([m.get(metric[0]) for m in train.values()]) if metric else float("nan")
         label = metric[0][5:] if metric else "metric"
         phase = rec.get("phase_s")
@@ -482,12 +490,12 @@ class LocalCluster:
                 "timings": self.timings, "commands": self.lines}
 
 
-def resumed_trace_lines(out: Path) -> int:
-    """Trace lines a resumed run keeps (rounds up to the checkpoint), not to be shown again."""
+def prepare_resume(out: Path) -> int:
+    """Trim a run directory's trace to its last checkpoint; returns the rounds kept (not shown again)."""
     from fedsim.apps.records import checkpoint_round
-    from fedsim.deploy.serverapp import trace_rounds
+    from fedsim.deploy.serverapp import keep_trace_until
 
-    return trace_rounds(out, checkpoint_round(out))
+    return keep_trace_until(out, checkpoint_round(out))
 
 
 def run_local(cfg: RunConfig, out: Path, *, insecure: bool = False, auth: bool = True,
@@ -508,7 +516,7 @@ def run_local(cfg: RunConfig, out: Path, *, insecure: bool = False, auth: bool =
     outcome: dict = {}
     try:
         cluster.start()
-        skip = resumed_trace_lines(out) if resume else 0
+        skip = prepare_resume(out) if resume else 0
         run_id = cluster.submit(cfg, out, min_silos, resume=resume)
         if on_started:
             on_started(cluster, run_id)

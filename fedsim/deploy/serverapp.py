@@ -123,19 +123,16 @@ def _jsonable(metrics: dict) -> dict:
     return {k: (float(v) if isinstance(v, (int, float)) else str(v)) for k, v in metrics.items()}
 
 
-def trace_rounds(out: Path, until: int) -> int:
-    """How many lines of ``out``'s trace record rounds ``<= until``."""
+def keep_trace_until(out: Path, until: int) -> int:
+    """Drop the trace lines of rounds after ``until`` (they are run again on resume); returns
+    how many lines are left. The operator's side calls it before submitting a resumed run (so
+    that its progress view never shows a dropped line), the ServerApp again when it starts."""
     trace = Path(out) / "deploy" / "trace.jsonl"
-    lines = trace.read_text().splitlines() if trace.exists() else []
-    return sum(1 for line in lines if json.loads(line)["round"] <= until)
-
-
-def keep_trace_until(out: Path, until: int) -> None:
-    """Drop the trace lines of rounds after ``until`` (they are run again on resume)."""
-    trace = Path(out) / "deploy" / "trace.jsonl"
-    if trace.exists():
-        lines = [line for line in trace.read_text().splitlines() if json.loads(line)["round"] <= until]
-        atomic_write_text(trace, "".join(line + "\n" for line in lines))
+    if not trace.exists():
+        return 0
+    lines = [line for line in trace.read_text().splitlines() if json.loads(line)["round"] <= until]
+    atomic_write_text(trace, "".join(line + "\n" for line in lines))
+    return len(lines)
 
 
 def run_deployed(grid: Grid, run_config: dict) -> dict:
