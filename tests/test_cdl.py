@@ -440,22 +440,21 @@ def test_two_rounds_of_cdl_on_ray(tmp_path, tri_network):
 
 
 # -- the silo's own copy of its sub-network, for resumed runs ------------------------------------
-def test_local_state_is_kept_at_checkpoint_rounds_only(tmp_path):
+def test_local_state_is_kept_back_to_the_previous_checkpoint(tmp_path):
     from fedsim.apps.client_app import load_local_state, save_local_state
 
     folder = tmp_path / "run-key"
     assert load_local_state(folder, 0, 10) is None  # nothing kept yet (and no folder)
-    for rnd in range(1, 8):  # checkpoints every 2 rounds: 2, 4, 6 are kept, older ones pruned
+    for rnd in range(1, 8):  # server checkpoints every 2 rounds: rounds >= 7 - 2 are kept
         save_local_state(folder, 0, rnd, 2, {"w": torch.full((3,), float(rnd))})
         save_local_state(folder, 1, rnd, 2, {"w": torch.full((3,), -float(rnd))})
     assert sorted(f.name for f in folder.iterdir()) == [
-        "silo-0-round-4.pt", "silo-0-round-6.pt", "silo-1-round-4.pt", "silo-1-round-6.pt"]
+        f"silo-{s}-round-{r}.pt" for s in (0, 1) for r in (5, 6, 7)]
     assert load_local_state(folder, 0, 7)["w"].tolist() == [6.0] * 3  # resumed after round 6
-    assert load_local_state(folder, 0, 5)["w"].tolist() == [4.0] * 3  # the server's checkpoint lagged
-    assert load_local_state(folder, 1, 7)["w"].tolist() == [-6.0] * 3  # each silo its own
-    assert load_local_state(folder, 0, 4) is None  # nothing older than round 4 is left
+    assert load_local_state(folder, 0, 6)["w"].tolist() == [5.0] * 3  # after a failure in round 6
+    assert load_local_state(folder, 1, 8)["w"].tolist() == [-7.0] * 3  # each silo its own
+    assert load_local_state(folder, 0, 5) is None  # nothing older than round 5 is left
     save_local_state(None, 0, 8, 2, {"w": torch.zeros(1)})  # no folder: nothing kept, no error
-    save_local_state(folder, 0, 8, 0, {"w": torch.zeros(1)})  # no checkpoints: nothing kept
     assert not (folder / "silo-0-round-8.pt").exists()
 
 
@@ -473,12 +472,12 @@ def test_resumed_cdl_run_continues_with_the_sub_networks(tmp_path, tri_network):
             return list(csv.DictReader(fh))
 
     cfg = RunConfig(network=str(tri_network), strategy="ring", task="cdl", rounds=4, seed=3, compute_ms=2.0,
-                    task_options={"n_per_silo": 40}, checkpoint_every=2)
+                    task_options={"n_per_silo": 40}, checkpoint_every=3)
     run_simulation(cfg, tmp_path / "full", progress=False)
     part = RunConfig(**{**cfg.__dict__, "rounds": 2})
     run_simulation(part, tmp_path / "part", progress=False)  # stands for a run stopped after round 2
     kept = sorted(f.name for f in (tmp_path / "part" / "silos" / cfg.key()).iterdir())
-    assert kept == [f"silo-{s}-round-2.pt" for s in range(3)]
+    assert kept == [f"silo-{s}-round-{r}.pt" for s in range(3) for r in (1, 2)]
     resumed = RunConfig.from_file(tmp_path / "part" / "config.json")
     resumed.rounds = 4
     run_simulation(resumed, tmp_path / "part", progress=False, resume=True)

@@ -5,9 +5,9 @@ evaluates the received model on its silo's test split, trains the silo's
 task for the configured local steps, and replies with the trained model and
 metrics. A silo's task and partition are built once per process and reused.
 Parameters a task keeps local (e.g. CDL's sub-network) live in the node's
-``context.state`` between rounds and, at every checkpoint round, in a file of
-the silo's own (:func:`save_local_state`), so that a resumed run continues
-with them instead of a fresh copy.
+``context.state`` between rounds and in files of the silo's own
+(:func:`save_local_state`), so that a resumed run continues with them
+instead of a fresh copy.
 """
 
 from __future__ import annotations
@@ -94,15 +94,18 @@ def _state_files(folder: Path, silo: int) -> dict[int, Path]:
 
 
 def save_local_state(folder: Path | None, silo: int, rnd: int, every: int, state: dict) -> None:
-    """Keep ``state`` (the silo's local parameters after round ``rnd``) if ``rnd`` is a checkpoint
-    round; files older than the previous checkpoint are removed (a run resumes from the server's
-    last checkpoint, which may lag the silo's by one)."""
-    if folder is None or every < 1 or rnd % every:
+    """Keep ``state``, the silo's local parameters after round ``rnd``.
+
+    The server's last checkpoint is at most ``every`` rounds back (or at the
+    round before a failure), so files of rounds before ``rnd - every`` are
+    removed and a resumed run always finds the round it restarts from.
+    """
+    if folder is None:
         return
     atomic_write(folder / f"silo-{silo}-round-{rnd}.pt",
                  lambda tmp: torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp))
     for r, f in _state_files(folder, silo).items():
-        if r < rnd - every:
+        if r < rnd - max(every, 1):
             f.unlink(missing_ok=True)
 
 

@@ -105,8 +105,8 @@ def serve(grid: Grid, cfg: RunConfig, run_dir: Path, progress: bool = True, resu
     (deployment uses it to mix over the silos that answered). With
     ``min_silos``, a round in which fewer silos answered stops the run.
     ``silo_state_dir``: where silos without a ``state-dir`` of their own keep
-    the parameters that never leave them, at every checkpoint round (only
-    for silos that share this machine's disk, i.e. simulation).
+    the parameters that never leave them (only for silos that share this
+    machine's disk, i.e. simulation).
     """
     from tqdm import tqdm
 

@@ -417,7 +417,7 @@ def add_deploy_parser(subparsers) -> argparse.ArgumentParser:
                    help="run through fedsim.deploy.fastnode (short loop waits, warm ClientApps)")
     p.add_argument("--node-poll", type=float, default=0.2, help="with --fast: loop wait cap in s")
     p.add_argument("--state-dir", help="folder on this silo for parameters that never leave it "
-                                       "(kept at checkpoints, so that resumed runs continue with them)")
+                                       "(so that resumed runs continue with them)")
     p.add_argument("--dry-run", action="store_true")
     p.set_defaults(func=cmd_supernode)
 

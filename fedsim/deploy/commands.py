@@ -68,9 +68,9 @@ def node_config(silo: int, n_silos: int, name: str | None = None, task: str | No
                 state_dir=None) -> str:
     """The ``--node-config`` value for one silo (TOML values, space separated).
 
-    ``state_dir``: a folder on the silo where the ClientApp keeps, at every
-    checkpoint round, the parameters that never leave the silo (so that a
-    resumed run continues with them).
+    ``state_dir``: a folder on the silo where the ClientApp keeps the
+    parameters that never leave the silo (so that a resumed run continues
+    with them).
 
     Examples
     --------
