@@ -10,7 +10,7 @@ SuperNode reaches it through its own link emulator
 Runs, each ``--rounds`` rounds on a fresh deployment:
 
 1. ``cal-*``: every link shaped to the same one-way latency (``--cal-ms``,
-   first one 0 = unshaped) -> :func:`fedsim.timing.calibration.fit_round_trips`
+   first one 0 = unshaped), no rate limit -> :func:`fedsim.timing.calibration.fit_round_trips`
    fits ``round = local_ms + K * RTT``: the deployment's local cost per round
    and the round trips its protocol spends per round.
 2. ``wan``: each link shaped with the one-way latency and rate fedsim's delay
@@ -26,7 +26,9 @@ Compared with the ``wan`` run's measured round times (median):
   saw Gaia's links).
 
 ``--core-bps`` / ``--access-bps`` change the delay model's capacities (for
-the predictions and the emulated links alike), to study bandwidth-bound links.
+the predictions and the emulated Gaia links alike), to study bandwidth-bound
+links: the calibration never sees a rate limit, so the transfer term of the
+prediction is the model's ``M / rate`` alone.
 Mind that SuperNode polls share the link: each is an HTTPS request of about
 0.7 kB, five per second with fedsim's settings (about 28 kbit/s per node).
 
@@ -141,8 +143,8 @@ def main() -> None:
               "profile": asdict(profile),
               "links": {names[s]: {"latency_ms": v.latency_ms, "rate_bps": v.rate_bps} for s, v in shapes.items()},
               "runs": {}}
-    rate = min(s.rate_bps for s in shapes.values())
-    modes = [(f"cal-{ms:g}ms", {s: LinkShape(ms, rate) for s in shapes}) for ms in args.cal_ms] + [("wan", shapes)]
+    # Calibration links have latency only: the transfer term M / rate is the model's own.
+    modes = [(f"cal-{ms:g}ms", {s: LinkShape(ms) for s in shapes}) for ms in args.cal_ms] + [("wan", shapes)]
     for mode, link_shapes in modes:
         t0 = time.perf_counter()
         r = run_once(network, cfg, link_shapes, out / mode)
