@@ -282,6 +282,31 @@ def task_identity():
     TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
 
 
+def test_silo_query_asks_again_a_node_that_did_not_answer(task_identity, monkeypatch):
+    """A SuperNode may hold a new run's query reply until it pulls its next message: ask again."""
+    from fedsim.apps import server_app
+
+    monkeypatch.setattr(server_app, "QUERY_RETRY_S", 0.01)
+
+    class HoldsFirstReply(InProcessGrid):
+        def __init__(self, n):
+            super().__init__(n)
+            self.sent: list[list[int]] = []
+            self.held = None
+
+        def send_and_receive(self, messages, *, timeout=None):
+            self.sent.append([m.metadata.dst_node_id for m in messages])
+            replies = super().send_and_receive(messages, timeout=timeout)
+            if len(self.sent) == 1:  # node 102's reply stays on the node this time
+                self.held = next(r for r in replies if r.metadata.src_node_id == 102)
+                return [r for r in replies if r is not self.held]
+            return replies
+
+    grid = HoldsFirstReply(3)
+    assert server_app._map_silos(grid, grid.nodes, 3) == {0: 101, 1: 102, 2: 103}
+    assert grid.sent == [[101, 102, 103], [102]]  # only the silent node was asked again
+
+
 @pytest.mark.slow
 def test_lost_silo_round_completes_and_min_silos_stops(net_path, tmp_path, task_identity):
     from fedsim.apps.server_app import RunStopped, serve

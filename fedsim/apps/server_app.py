@@ -57,21 +57,38 @@ def _wait_for_nodes(grid: Grid, n: int, timeout: float = 120.0) -> list[int]:
         time.sleep(0.01)
 
 
+QUERY_TIMEOUT_S = 600.0  # generous: on a loaded machine the first message waits for ClientApp actors
+QUERY_RETRY_S = 10.0
+
+
 def _map_silos(grid: Grid, nodes: list[int], n: int) -> dict[int, int]:
-    """Ask every node which silo it serves (its ``partition-id``)."""
-    msgs = [Message(RecordDict({"config": ConfigRecord({})}), nid, "query") for nid in nodes]
+    """Ask every node which silo it serves (its ``partition-id``).
+
+    A node that has not answered after ``QUERY_RETRY_S`` is asked again: a
+    SuperNode that still held the reply of a stopped run's message sends a
+    new run's reply only when it pulls its next message (Flower 1.42).
+    """
+    answers: dict[int, int] = {}  # node -> the silo it reported
+    pending = list(nodes)
+    deadline = time.monotonic() + QUERY_TIMEOUT_S
+    while pending and (left := deadline - time.monotonic()) > 0:
+        msgs = [Message(RecordDict({"config": ConfigRecord({})}), nid, "query") for nid in pending]
+        for reply in grid.send_and_receive(msgs, timeout=min(QUERY_RETRY_S, left)):
+            if reply.has_error():
+                raise FedsimError(f"node {reply.metadata.src_node_id} failed to report its silo: "
+                                  f"{reply.error.reason}")
+            answers.setdefault(reply.metadata.src_node_id, int(reply.content["metrics"]["silo"]))
+        pending = [nid for nid in pending if nid not in answers]
     mapping: dict[int, int] = {}
     free = []
-    # Generous: on a loaded machine the first message waits for the ClientApp actors to start.
-    for reply in grid.send_and_receive(msgs, timeout=600):
-        if reply.has_error():
-            raise FedsimError(f"node {reply.metadata.src_node_id} failed to report its silo: "
-                              f"{reply.error.reason}")
-        silo = int(reply.content["metrics"]["silo"])
+    for node in nodes:
+        if node not in answers:
+            continue
+        silo = answers[node]
         if 0 <= silo < n and silo not in mapping:
-            mapping[silo] = reply.metadata.src_node_id
+            mapping[silo] = node
         else:
-            free.append(reply.metadata.src_node_id)
+            free.append(node)
     missing = [s for s in range(n) if s not in mapping]
     if len(free) < len(missing):
         answered = len(mapping) + len(free)

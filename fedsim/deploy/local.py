@@ -216,6 +216,10 @@ class SuperLinkClient:
             server = json.loads((out / "deploy" / "serverapp.json").read_text())
             if server.get("status") == "running":  # the ServerApp was ended from outside (stop, crash)
                 server["status"] = run.status.sub_status or "failed"
+            elif run.status.sub_status == "stopped" and server.get("status") != "completed":
+                # stopped by the operator: what the ServerApp hit next (an expired push session,
+                # a run that is no longer running) is a consequence, not the outcome
+                server["status"] = "stopped"
         return {"run_id": run_id, "status": run.status.status, "sub_status": run.status.sub_status,
                 "details": run.status.details, "bytes_sent": run.bytes_sent, "bytes_recv": run.bytes_recv,
                 "clientapp_runtime_s": run.clientapp_runtime, "serverapp": server}
