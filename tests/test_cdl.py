@@ -445,15 +445,22 @@ def test_local_state_is_kept_back_to_the_previous_checkpoint(tmp_path):
 
     folder = tmp_path / "run-key"
     assert load_local_state(folder, 0, 10) is None  # nothing kept yet (and no folder)
-    for rnd in range(1, 8):  # server checkpoints every 2 rounds: rounds >= 7 - 2 are kept
-        save_local_state(folder, 0, rnd, 2, {"w": torch.full((3,), float(rnd))})
-        save_local_state(folder, 1, rnd, 2, {"w": torch.full((3,), -float(rnd))})
-    assert sorted(f.name for f in folder.iterdir()) == [
-        f"silo-{s}-round-{r}.pt" for s in (0, 1) for r in (5, 6, 7)]
-    assert load_local_state(folder, 0, 7)["w"].tolist() == [6.0] * 3  # resumed after round 6
-    assert load_local_state(folder, 0, 6)["w"].tolist() == [5.0] * 3  # after a failure in round 6
-    assert load_local_state(folder, 1, 8)["w"].tolist() == [-7.0] * 3  # each silo its own
-    assert load_local_state(folder, 0, 5) is None  # nothing older than round 5 is left
+
+    def upto(last):
+        for rnd in range(1, last + 1):  # the server checkpoints every 2 rounds
+            save_local_state(folder, 0, rnd, 2, {"w": torch.full((3,), float(rnd))})
+            save_local_state(folder, 1, rnd, 2, {"w": torch.full((3,), -float(rnd))})
+        return sorted(int(f.stem.split("-")[-1]) for f in folder.glob("silo-0-*.pt"))
+
+    # After round 6: round 5 (a failure in round 6 checkpoints 5), 6, and 4 (the server's
+    # checkpoint 6 may not be written yet).
+    assert upto(6) == [4, 5, 6]
+    assert load_local_state(folder, 0, 6)["w"].tolist() == [5.0] * 3  # resumed after a failure in round 6
+    assert load_local_state(folder, 0, 5)["w"].tolist() == [4.0] * 3  # the server's checkpoint lagged
+    assert upto(7) == [6, 7]
+    assert load_local_state(folder, 0, 7)["w"].tolist() == [6.0] * 3  # resumed from checkpoint 6
+    assert load_local_state(folder, 1, 8)["w"].tolist() == [-7.0] * 3  # each silo its own; end of run
+    assert load_local_state(folder, 0, 6) is None  # nothing older is left
     save_local_state(None, 0, 8, 2, {"w": torch.zeros(1)})  # no folder: nothing kept, no error
     assert not (folder / "silo-0-round-8.pt").exists()
 
@@ -477,7 +484,7 @@ def test_resumed_cdl_run_continues_with_the_sub_networks(tmp_path, tri_network):
     part = RunConfig(**{**cfg.__dict__, "rounds": 2})
     run_simulation(part, tmp_path / "part", progress=False)  # stands for a run stopped after round 2
     kept = sorted(f.name for f in (tmp_path / "part" / "silos" / cfg.key()).iterdir())
-    assert kept == [f"silo-{s}-round-{r}.pt" for s in range(3) for r in (1, 2)]
+    assert kept == [f"silo-{s}-round-{r}.pt" for s in range(3) for r in (1, 2)]  # end-of-run checkpoint: 2
     resumed = RunConfig.from_file(tmp_path / "part" / "config.json")
     resumed.rounds = 4
     run_simulation(resumed, tmp_path / "part", progress=False, resume=True)

@@ -96,16 +96,18 @@ def _state_files(folder: Path, silo: int) -> dict[int, Path]:
 def save_local_state(folder: Path | None, silo: int, rnd: int, every: int, state: dict) -> None:
     """Keep ``state``, the silo's local parameters after round ``rnd``.
 
-    The server's last checkpoint is at most ``every`` rounds back (or at the
-    round before a failure), so files of rounds before ``rnd - every`` are
-    removed and a resumed run always finds the round it restarts from.
+    A run resumes from the server's last checkpoint: a multiple of ``every``
+    (the server's may lag the silo's by one), the round before a failure, or
+    the end of the run. So the files kept are this round's, the previous
+    round's and those of checkpoint rounds since ``rnd - every``.
     """
     if folder is None:
         return
     atomic_write(folder / f"silo-{silo}-round-{rnd}.pt",
                  lambda tmp: torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp))
+    every = max(every, 1)
     for r, f in _state_files(folder, silo).items():
-        if r < rnd - max(every, 1):
+        if r < rnd - 1 and not (r % every == 0 and r >= rnd - every):
             f.unlink(missing_ok=True)
 
 
