@@ -260,7 +260,11 @@ def _report(outcome: dict, out: Path) -> int:
               f"({s['mean_wall_round_s'] * 1e3:.0f} ms/round)")
     if server.get("lost"):
         print(f"  lost silos (silo: round): {server['lost']}")
-    print(f"  run directory: {out}")
+    try:  # as the user would type it, when it is below the current folder
+        shown = out.relative_to(Path.cwd())
+    except ValueError:
+        shown = out
+    print(f"  run directory: {shown}")
     if status == "completed":
         return 0
     msg = server.get("message") or outcome.get("details") or "see the SuperLink log"
