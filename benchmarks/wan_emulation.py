@@ -44,7 +44,6 @@ Writes ``OUT/wan_emulation.json`` (default OUT: /tmp/fedsim-wan-emulation).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import statistics
@@ -84,7 +83,9 @@ def run_once(network: str, cfg, shapes: dict, out: Path) -> dict:
         finally:
             cluster.stop()
         stats = emu.stats()
-    rows = list(csv.DictReader(open(out / "rounds.csv")))[1:]
+    from fedsim.apps.records import read_rounds
+
+    rows = read_rounds(out)[1:]
     return {"status": outcome.get("serverapp", {}).get("status"),
             "predicted_ms": [float(r["sim_round_ms"]) for r in rows],
             "measured_ms": [float(r["wall_s"]) * 1e3 for r in rows],

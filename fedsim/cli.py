@@ -64,6 +64,48 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
                    help="continue an interrupted run from its last checkpoint (its config.json gives the rest)")
 
 
+def training_config(args, network: str, **extra):
+    """The :class:`~fedsim.apps.config.RunConfig` of a new run from :func:`add_training_flags`."""
+    from fedsim.apps.config import RunConfig
+
+    options = _task_options(args.task_option)
+    if args.alpha is not None:
+        options["alpha"] = args.alpha
+    if args.lr is not None:
+        options["lr"] = args.lr
+    if args.rounds is not None:
+        extra["rounds"] = args.rounds
+    cfg = RunConfig(network=network, strategy=args.strategy, task=args.task, local_steps=args.local_steps,
+                    seed=args.seed, t=args.t, base=args.base, budget=args.budget, mu=args.mu,
+                    task_options=options, checkpoint_every=args.checkpoint_every, compute_ms=args.compute_ms,
+                    **extra)
+    cfg.validate()
+    return cfg
+
+
+def resumed_config(args, run_dir):
+    """The configuration of the run in ``run_dir`` for ``--resume`` (``--rounds`` extends it)."""
+    from fedsim.apps.config import RunConfig
+
+    cfg = RunConfig.of_run(run_dir)
+    if args.rounds is not None:
+        cfg.rounds = check_int_at_least("--rounds", args.rounds, 1)
+    return cfg
+
+
+RUN_FILES = ("rounds.csv", "checkpoint.npz", "summary.json", "failures.json")  # what --overwrite replaces
+
+
+def print_summary(s: dict, wall: str = "real") -> None:
+    """The run summary lines of ``fedsim run`` and ``fedsim deploy`` (``wall``: how its time was taken)."""
+    print(f"{s['strategy']} on {s['network']} ({s['silos']} silos), task {s['task']}: "
+          f"{s['rounds_completed']} rounds")
+    print(f"  final mean test {s['metric']}: {s['final_eval_metric']:.4f}   loss {s['final_eval_loss']:.4f}")
+    print(f"  simulated wall clock: {s['simulated_total_ms'] / 1e3:.3f} s "
+          f"(cycle time {s['simulated_cycle_time_ms']:.2f} ms, {s['timing_topology']})")
+    print(f"  {wall} wall time in rounds: {s['wall_total_s']:.1f} s ({s['mean_wall_round_s'] * 1e3:.0f} ms/round)")
+
+
 def _profile(args, name: str):
     """The delay profile ``name`` with the command line's overrides and calibration."""
     from fedsim.timing.calibration import deployment_profile
@@ -105,7 +147,6 @@ def cmd_networks(args) -> int:
     print(f"{'network':<8} {'silos':>5} {'links':>5} {'coords':>6}  provenance")
     for name in BUILTIN_NETWORKS:
         net = builtin_network(name)
-        label = name + (f" ({', '.join(aliases[name])})" if name in aliases else "")
         first = (net.title or net.provenance).splitlines()[0] if (net.title or net.provenance) else ""
         print(f"{name:<8} {net.n_silos:>5} {net.n_links:>5} {'yes' if net.has_coords() else 'no':>6}  {first}")
         if name in aliases:
@@ -244,32 +285,19 @@ def _task_options(items: list[str] | None) -> dict:
 def cmd_run(args) -> int:
     from pathlib import Path
 
-    from fedsim.apps.config import RunConfig
+    from fedsim.apps.records import SILO_STATE_DIR
     from fedsim.apps.simulation import run_simulation
 
     if args.resume:
         run_dir = Path(args.resume)
-        cfg = RunConfig.of_run(run_dir)
-        if args.rounds is not None:
-            cfg.rounds = args.rounds
+        cfg = resumed_config(args, run_dir)
     else:
         network = args.network or args.topology
         if network is None:
             raise FedsimError("give the network with --topology NAME (or --network NAME), e.g. --topology gaia")
-        options = _task_options(args.task_option)
-        if args.alpha is not None:
-            options["alpha"] = args.alpha
-        if args.lr is not None:
-            options["lr"] = args.lr
-        cfg = RunConfig(network=network, strategy=args.strategy, task=args.task,
-                        rounds=args.rounds if args.rounds is not None else 20,
-                        local_steps=args.local_steps, seed=args.seed, t=args.t, base=args.base,
-                        budget=args.budget, mu=args.mu, task_options=options,
-                        max_failed_rounds=args.max_failed_rounds,
-                        checkpoint_every=args.checkpoint_every, round_timeout=args.round_timeout,
-                        workers=args.workers, inject_fault=args.inject_fault,
-                        compute_ms=args.compute_ms)
-        cfg.validate()
+        cfg = training_config(args, network, max_failed_rounds=args.max_failed_rounds,
+                              round_timeout=args.round_timeout, workers=args.workers,
+                              inject_fault=args.inject_fault)
         from fedsim.topologies.networks import load_network
 
         load_network(cfg.network)  # fail on a bad network before anything is written
@@ -280,16 +308,11 @@ def cmd_run(args) -> int:
         if args.overwrite:
             import shutil
 
-            for name in ("rounds.csv", "checkpoint.npz", "summary.json", "failures.json"):
+            for name in RUN_FILES:
                 (run_dir / name).unlink(missing_ok=True)
-            shutil.rmtree(run_dir / "silos", ignore_errors=True)  # the silos' own kept parameters
+            shutil.rmtree(run_dir / SILO_STATE_DIR, ignore_errors=True)  # the silos' own kept parameters
     s = run_simulation(cfg, run_dir, progress=not args.no_progress, resume=bool(args.resume))
-    print(f"{s['strategy']} on {s['network']} ({s['silos']} silos), task {s['task']}: "
-          f"{s['rounds_completed']} rounds")
-    print(f"  final mean test {s['metric']}: {s['final_eval_metric']:.4f}   loss {s['final_eval_loss']:.4f}")
-    print(f"  simulated wall clock: {s['simulated_total_ms'] / 1e3:.3f} s "
-          f"(cycle time {s['simulated_cycle_time_ms']:.2f} ms, {s['timing_topology']})")
-    print(f"  real wall time in rounds: {s['wall_total_s']:.1f} s ({s['mean_wall_round_s'] * 1e3:.0f} ms/round)")
+    print_summary(s)
     print(f"  run directory: {run_dir}")
     return 0
 

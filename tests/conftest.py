@@ -20,6 +20,18 @@ os.environ["FEDSIM_CACHE_DIR"] = _CACHE_DIR
 os.environ.pop("FEDSIM_CACHE", None)
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread while a module's tests run: the machine's cores are shared, and
+    torch's default threading oversubscribes them (5-20x slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def pytest_unconfigure(config) -> None:
     for key, value in _SAVED.items():
         if value is None:

@@ -46,13 +46,7 @@ PAPER_PARAMS = 314_657
 PAPER_EXCHANGED = PAPER_PARAMS + 2 * (32 + 32 + 32 + 64 + 64 + 128)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: the machine's cores are shared, and oversubscription is 5-20× slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # -- model ----------------------------------------------------------------------

@@ -464,7 +464,7 @@ def test_clients_without_the_ca_are_refused(cluster):
 @pytest.mark.slow
 def test_stopped_run_resumes_from_its_checkpoint(cluster, net_path, tmp_path):
     from fedsim.apps.records import checkpoint_round
-    from fedsim.deploy.local import prepare_resume
+    from fedsim.deploy.serverapp import prepare_resume
 
     cfg = RunConfig(network=net_path, strategy="ring", task="digits", rounds=6, seed=5, compute_ms=2.0,
                     task_options={"lr": 0.3}, checkpoint_every=2)

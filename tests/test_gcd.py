@@ -39,13 +39,7 @@ TINY = {"frames": 16, "n_train": 16, "n_test": 8, "d_model": 32, "layers": 1, "h
         "batch_size": 4, "negatives": 2, "diffusion_steps": 20, "eval_samples": 8, "ddim_steps": 3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: the machine's cores are shared, and oversubscription is far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tiny_model(seed: int = 0) -> GCDModel:

@@ -19,13 +19,7 @@ from fedsim.clients.sac import (FINE_CLASSES, SACNet, SACOutput, SACTask, couple
                                 mix_probabilities, name_tokens)
 from fedsim.errors import FedsimError
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: the tests share a small machine (default threads oversubscribe it)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = {"width": 4, "feat_dim": 6, "grid": 2, "visual_dim": 8, "embed_dim": 4, "name_dim": 5,

@@ -13,7 +13,6 @@ instead of a fresh copy.
 from __future__ import annotations
 
 import json
-import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -57,7 +56,7 @@ def _setup(msg: Message, context: Context):
     state = model.state_dict()
     local_key = f"local-{silo}"
     if local_key not in context.state and len(keys) < len(state):  # a resumed run: the silo's own file
-        restored = load_local_state(_state_dir(context, cfg), silo, int(cfg.get("round", 1 << 30)))
+        restored = load_local_state(_state_dir(context, cfg), silo, int(cfg["round"]))
         if restored is not None:
             context.state[local_key] = ArrayRecord(restored)
     if local_key in context.state:  # parameters that never leave the silo
@@ -81,16 +80,10 @@ def _state_dir(context: Context, cfg) -> Path | None:
     return Path(str(base)) / str(key) if base and key else None
 
 
-_STATE_FILE = re.compile(r"silo-(\d+)-round-(\d+)\.pt")
-
-
 def _state_files(folder: Path, silo: int) -> dict[int, Path]:
-    found = {}
-    for f in folder.glob(f"silo-{silo}-round-*.pt"):
-        m = _STATE_FILE.fullmatch(f.name)
-        if m and int(m.group(1)) == silo:
-            found[int(m.group(2))] = f
-    return found
+    """This silo's kept files by round."""
+    prefix = f"silo-{silo}-round-"
+    return {int(f.stem[len(prefix):]): f for f in folder.glob(f"{prefix}*.pt") if f.stem[len(prefix):].isdigit()}
 
 
 def save_local_state(folder: Path | None, silo: int, rnd: int, every: int, state: dict) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -102,12 +103,10 @@ class RunConfig:
 
     def key(self) -> str:
         """A short hash of what defines the run's training (not its length or execution settings)."""
-        import hashlib
-
-        data = json.loads(self.to_json())
+        data = asdict(self)
         for name in ("rounds", "workers", "round_timeout", "max_failed_rounds", "checkpoint_every", "profile",
                      "inject_fault"):
-            data.pop(name, None)
+            del data[name]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod

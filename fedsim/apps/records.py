@@ -31,13 +31,18 @@ BASE_COLUMNS = ("round", "sim_round_ms", "sim_cum_ms", "wall_s", "train_loss", "
                 "eval_metric", "eval_metric_pooled", "consensus", "failed")
 
 
+SILO_STATE_DIR = "silos"  # RUN/silos/: simulated silos' own kept parameters (fedsim.apps.client_app)
+
+
+def _read_checkpoint(path: Path, models: bool = True) -> tuple[np.ndarray | None, dict]:
+    with np.load(path, allow_pickle=False) as z:
+        return (z["models"].copy() if models else None), json.loads(str(z["meta"]))
+
+
 def checkpoint_round(run_dir: Path) -> int:
     """The round of a run directory's last checkpoint (0: none)."""
     path = Path(run_dir) / "checkpoint.npz"
-    if not path.exists():
-        return 0
-    with np.load(path, allow_pickle=False) as z:
-        return int(json.loads(str(z["meta"]))["round"])
+    return int(_read_checkpoint(path, models=False)[1]["round"]) if path.exists() else 0
 
 
 class RunRecorder:
@@ -111,9 +116,7 @@ class RunRecorder:
         path = self.dir / "checkpoint.npz"
         if not path.exists():
             return None
-        with np.load(path, allow_pickle=False) as z:
-            models = z["models"].copy()
-            meta = json.loads(str(z["meta"]))
+        models, meta = _read_checkpoint(path)
         self.rows = _read_rows(self.dir / "rounds.csv")[: meta["rows"]]
         self.extra = list(meta.get("extra", []))
         self.pending = meta["pending"]

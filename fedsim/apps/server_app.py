@@ -20,7 +20,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fedsim.apps.config import RunConfig
-from fedsim.apps.records import RunRecorder
+from fedsim.apps.records import SILO_STATE_DIR, RunRecorder
 from fedsim.errors import FedsimError
 
 
@@ -77,13 +77,11 @@ def _map_silos(grid: Grid, nodes: list[int], n: int) -> dict[int, int]:
             if reply.has_error():
                 raise FedsimError(f"node {reply.metadata.src_node_id} failed to report its silo: "
                                   f"{reply.error.reason}")
-            answers.setdefault(reply.metadata.src_node_id, int(reply.content["metrics"]["silo"]))
+            answers[reply.metadata.src_node_id] = int(reply.content["metrics"]["silo"])
         pending = [nid for nid in pending if nid not in answers]
     mapping: dict[int, int] = {}
     free = []
-    for node in nodes:
-        if node not in answers:
-            continue
+    for node in (nd for nd in nodes if nd in answers):
         silo = answers[node]
         if 0 <= silo < n and silo not in mapping:
             mapping[silo] = node
@@ -201,13 +199,13 @@ def serve(grid: Grid, cfg: RunConfig, run_dir: Path, progress: bool = True, resu
                 failed_rounds += 1
                 rec.record_failure(k, out.failed)
                 answered = n - len(out.failed)
+                reasons = "; ".join(sorted(set(out.failed.values())))[:300]
                 if min_silos is not None and answered < min_silos:
                     stop_reason = (f"round {k}: only {answered} of {n} silos answered "
                                    f"(--min-silos {min_silos}); failed: silo(s) {sorted(out.failed)} "
-                                   f"({'; '.join(sorted(set(out.failed.values())))[:300]})")
+                                   f"({reasons})")
                 elif failed_rounds >= cfg.max_failed_rounds:
-                    stop_reason = (f"round {k}: silo(s) {sorted(out.failed)} failed "
-                                   f"({'; '.join(sorted(set(out.failed.values())))[:300]}); "
+                    stop_reason = (f"round {k}: silo(s) {sorted(out.failed)} failed ({reasons}); "
                                    f"stopping after {failed_rounds} failed round(s) "
                                    f"(--max-failed-rounds {cfg.max_failed_rounds})")
                 if stop_reason is not None:
@@ -232,7 +230,8 @@ def serve(grid: Grid, cfg: RunConfig, run_dir: Path, progress: bool = True, resu
                 rec.checkpoint(k, strategy.models, _meta(sim_cum, wall_total, failed_rounds, strategy))
         if stop_reason is None:
             # Evaluate the final models to close the last row.
-            msgs = strategy.configure_evaluate(cfg.rounds, None, ConfigRecord(base_cfg), grid)
+            msgs = strategy.configure_evaluate(cfg.rounds, None, ConfigRecord(base_cfg | {"round": cfg.rounds + 1}),
+                                               grid)
             evals = {}
             for reply in grid.send_and_receive(msgs, timeout=cfg.round_timeout):
                 if not reply.has_error():
@@ -272,21 +271,14 @@ def _meta(sim_cum: float, wall_total: float, failed_rounds: int, strategy) -> di
 
 
 def make_server_app(cfg: RunConfig, run_dir: Path, progress: bool = True, resume: bool = False,
-                    result: dict | None = None, on_round=None,
-                    pull_interval: float | None = None) -> ServerApp:
-    """A ServerApp bound to one run (used by ``fedsim run``).
-
-    ``pull_interval`` shortens how often the in-memory grid of the simulation
-    engine polls for replies (Flower's default is 0.1 s).
-    """
+                    result: dict | None = None, on_round=None) -> ServerApp:
+    """A ServerApp bound to one run (used by ``fedsim run``)."""
     app = ServerApp()
 
     @app.main()
     def _main(grid: Grid, context: Context) -> None:
-        if pull_interval is not None and hasattr(grid, "pull_interval"):
-            grid.pull_interval = pull_interval
         summary = serve(grid, cfg, run_dir, progress=progress, resume=resume, on_round=on_round,
-                        silo_state_dir=Path(run_dir) / "silos")
+                        silo_state_dir=Path(run_dir) / SILO_STATE_DIR)
         if result is not None:
             result.update(summary)
 

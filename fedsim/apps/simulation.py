@@ -31,8 +31,6 @@ from pathlib import Path
 
 from fedsim.apps.config import RunConfig
 
-POLL_S = 0.1  # the grid's timed fallback poll (Flower's default); replies wake it at once
-
 
 def quiet_env(flwr_home: Path) -> None:
     """Environment for a network-silent Flower + Ray run (set before importing flwr)."""
@@ -141,7 +139,7 @@ def run_simulation(cfg: RunConfig, run_dir: Path, progress: bool = True, resume:
     ray_tmp = tempfile.mkdtemp(prefix="fedsim-ray-")  # short: Ray's socket paths are length-limited
     result: dict = {}
     app = sa.make_server_app(cfg, run_dir, progress=progress, resume=resume, result=result,
-                             on_round=on_round, pull_interval=POLL_S)
+                             on_round=on_round)
     backend_config = {
         "client_resources": {"num_cpus": cores / workers, "num_gpus": 0.0},
         "init_args": {"num_cpus": cores, "include_dashboard": False, "_temp_dir": ray_tmp,

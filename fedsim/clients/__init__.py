@@ -29,14 +29,6 @@ def get_task(name: str, config: dict | None = None):
     return getattr(importlib.import_module(module), cls)(config)
 
 
-def task_metric(name: str) -> str:
-    """The headline evaluation metric of task ``name`` (without building the task)."""
-    if name not in TASKS:
-        raise unknown_name("task", name, TASKS)
-    module, cls = TASKS[name].split(":")
-    return getattr(importlib.import_module(module), cls).metric
-
-
 def _profile_factory(name: str):
     return lambda: get_task(name).profile()
 

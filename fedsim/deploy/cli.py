@@ -52,10 +52,10 @@ def _exec(cmd: list[str], env: dict, dry_run: bool) -> int:
     print(shell_line(cmd, env), flush=True)
     if dry_run:
         return 0
-    full = dict(os.environ) | env
-    full["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), full.get("PATH", "")])
+    from fedsim.deploy.commands import process_env
+
     try:
-        os.execvpe(cmd[0], cmd, full)
+        os.execvpe(cmd[0], cmd, process_env(env))
     except OSError as exc:
         raise FedsimError(f"cannot run {cmd[0]}: {exc}") from None
     return 0  # not reached
@@ -135,33 +135,23 @@ def cmd_supernode(args) -> int:
                             fast=args.fast, state_dir=Path(args.state_dir).resolve() if args.state_dir else None)
     env = deployment_env(Path(args.flwr_home).resolve(), args.superexec_poll)
     if args.fast:
-        from fedsim.deploy.warmexec import PRELOAD_ENV, preload_for
+        from fedsim.deploy.fastnode import node_env
+        from fedsim.deploy.local import Speed
 
-        env |= {"FEDSIM_NODE_POLL_S": f"{args.node_poll:g}", "FEDSIM_WARM_CLIENTAPP": "1",
-                "FEDSIM_PULL_BACKOFF_S": "0.02", PRELOAD_ENV: preload_for(args.task)}
+        env |= node_env(args.node_poll, args.task, pull_backoff_s=Speed().pull_backoff_s)
     return _exec(cmd, env, args.dry_run)
 
 
 # ----------------------------------------------------------------- run
 def _run_config(args):
-    from fedsim.apps.config import RunConfig
-    from fedsim.cli import _task_options
+    from fedsim.cli import training_config
 
-    options = _task_options(args.task_option)
-    if args.alpha is not None:
-        options["alpha"] = args.alpha
-    if args.lr is not None:
-        options["lr"] = args.lr
     net = _network(args)
-    rounds = args.rounds if args.rounds is not None else 20
-    max_failed = args.max_failed_rounds
-    if max_failed is None:  # with a silo minimum, failures alone never stop the run
-        max_failed = rounds + 1 if args.min_silos else 1
-    cfg = RunConfig(network=args.topology_spec, strategy=args.strategy, task=args.task, rounds=rounds,
-                    local_steps=args.local_steps, seed=args.seed, t=args.t, base=args.base,
-                    budget=args.budget, mu=args.mu, task_options=options, max_failed_rounds=max_failed,
-                    checkpoint_every=args.checkpoint_every, round_timeout=args.round_timeout,
-                    compute_ms=args.compute_ms)
+    cfg = training_config(args, args.topology_spec, round_timeout=args.round_timeout)
+    if args.max_failed_rounds is not None:
+        cfg.max_failed_rounds = args.max_failed_rounds
+    elif args.min_silos:  # with a silo minimum, failures alone never stop the run
+        cfg.max_failed_rounds = cfg.rounds + 1
     cfg.validate()
     check_positive("--poll", args.poll)
     check_positive("--timeout", args.timeout)
@@ -183,13 +173,11 @@ def _resumed(args):
     minimum it ran with unless given again), or ``None``."""
     if not args.resume:
         return None
-    from fedsim.apps.config import RunConfig
+    from fedsim.cli import resumed_config
     from fedsim.topologies.networks import load_network
 
     out = Path(args.resume).resolve()
-    cfg = RunConfig.of_run(out)
-    if args.rounds is not None:
-        cfg.rounds = check_int_at_least("--rounds", args.rounds, 1)
+    cfg = resumed_config(args, out)
     if not args.min_silos and (out / "deploy" / "serverapp.json").exists():
         args.min_silos = json.loads((out / "deploy" / "serverapp.json").read_text()).get("min_silos") or 0
     return cfg, load_network(cfg.network), out
@@ -197,7 +185,8 @@ def _resumed(args):
 
 def cmd_run(args) -> int:
     from fedsim.deploy import appdir, commands
-    from fedsim.deploy.local import SuperLinkClient, _json_out, prepare_resume
+    from fedsim.deploy.local import SuperLinkClient, _json_out
+    from fedsim.deploy.serverapp import prepare_resume
 
     _warn_insecure(args)
     commands.check_address(args.superlink)
@@ -229,9 +218,7 @@ def cmd_run(args) -> int:
     print(f"the ServerApp writes the run directory {out} on the SuperLink's machine")
     if args.dry_run:
         return 0
-    res = subprocess.run(cmd, env=dict(os.environ) | env | {"PATH": os.pathsep.join(
-        [str(Path(sys.executable).parent), os.environ.get("PATH", "")])}, capture_output=True, text=True,
-        timeout=300)
+    res = subprocess.run(cmd, env=commands.process_env(env), capture_output=True, text=True, timeout=300)
     try:
         run_id = int(_json_out(res.stdout)["run-id"])
     except (ValueError, KeyError, TypeError):
@@ -251,13 +238,9 @@ def _report(outcome: dict, out: Path) -> int:
     status = server.get("status") or outcome.get("sub_status")
     s = server.get("summary")
     if s:
-        print(f"{s['strategy']} on {s['network']} ({s['silos']} silos), task {s['task']}: "
-              f"{s['rounds_completed']} rounds")
-        print(f"  final mean test {s['metric']}: {s['final_eval_metric']:.4f}   loss {s['final_eval_loss']:.4f}")
-        print(f"  simulated wall clock: {s['simulated_total_ms'] / 1e3:.3f} s "
-              f"(cycle time {s['simulated_cycle_time_ms']:.2f} ms, {s['timing_topology']})")
-        print(f"  measured wall time in rounds: {s['wall_total_s']:.1f} s "
-              f"({s['mean_wall_round_s'] * 1e3:.0f} ms/round)")
+        from fedsim.cli import print_summary
+
+        print_summary(s, wall="measured")
     if server.get("lost"):
         print(f"  lost silos (silo: round): {server['lost']}")
     try:  # as the user would type it, when it is below the current folder
@@ -316,7 +299,9 @@ def cmd_local(args) -> int:
                    f"{'-' + str(args.silos) if args.silos else ''}-{args.strategy}-{args.task}").resolve()
         if (out / "rounds.csv").exists() and not args.overwrite:
             raise FedsimError(f"{out} already holds a run; use --resume {out}, another --out or --overwrite")
-        for name in ("rounds.csv", "checkpoint.npz", "summary.json", "failures.json"):
+        from fedsim.cli import RUN_FILES
+
+        for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / "deploy" / "silo-state", ignore_errors=True)  # the silos' kept parameters
         args.topology_spec = _local_network(args, out / "deploy")

@@ -170,6 +170,14 @@ def shell_line(cmd: Sequence[str], env: Mapping[str, str] | None = None) -> str:
     return " ".join(prefix + [shlex.quote(str(c)) for c in cmd])
 
 
+def process_env(env: dict[str, str]) -> dict[str, str]:
+    """The full environment of a started process: ours over the caller's, with this interpreter's
+    scripts first on PATH (Flower starts its helpers, e.g. ``flwr-clientapp``, by name)."""
+    full = dict(os.environ) | env
+    full["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), full.get("PATH", "")])
+    return full
+
+
 def deployment_env(flwr_home: str | os.PathLike, superexec_poll_s: float | None = None) -> dict[str, str]:
     """The environment variables fedsim sets for every deployment process."""
     env = dict(QUIET_ENV)

@@ -92,6 +92,18 @@ def quick_pulls(module, initial_s: float, cap_s: float = PULL_CAP_S, name: str =
                                             backoff_cap=cap_s))
 
 
+def node_env(cap_s: float, task: str, warm: bool = True, pull_backoff_s: float | None = None) -> dict[str, str]:
+    """The environment that makes this launcher shorten a SuperNode's waits (see the module doc)."""
+    env = {ENV: f"{cap_s:g}"}
+    if warm:
+        from fedsim.deploy.warmexec import PRELOAD_ENV, preload_for
+
+        env |= {WARM_ENV: "1", PRELOAD_ENV: preload_for(task)}
+    if pull_backoff_s:
+        env[PULL_ENV] = f"{pull_backoff_s:g}"
+    return env
+
+
 def patch(cap_s: float, warm: bool = False, pull_backoff_s: float | None = None) -> None:
     """Cap the SuperNode loop's fixed sleeps at ``cap_s`` s; optionally warm ClientApps
     and retry early object pulls after ``pull_backoff_s``."""

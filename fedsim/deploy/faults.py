@@ -93,7 +93,6 @@ class LostSiloTolerance:
         strategy.configure_train = self.configure_train
         strategy.configure_evaluate = self.configure_evaluate
         strategy.aggregate_train = self.aggregate_train
-        strategy.fault_tolerance = self
 
     def _drop_lost(self, msgs):
         return [m for m in msgs if self.strategy.silo_of_node.get(m.metadata.dst_node_id) not in self.lost]

@@ -179,23 +179,35 @@ class SuperLinkClient:
         """
         out = Path(out).resolve()
         trace = out / "deploy" / "trace.jsonl"
-        seen = skip
-        self.metric = None
-        self.run_dir = out
+        self.metric, self.run_dir = None, out
+        pos, to_skip = 0, skip  # bytes of the trace already read; old lines not to show
         t_submit = time.perf_counter()
+
+        def drain() -> None:  # show the trace's new complete lines
+            nonlocal pos, to_skip
+            if not trace.exists():
+                return
+            with open(trace, "rb") as fh:
+                fh.seek(pos)
+                data = fh.read()
+            end = data.rfind(b"\n") + 1
+            pos += end
+            for line in data[:end].decode().splitlines():
+                if to_skip:
+                    to_skip -= 1
+                    continue
+                rec = json.loads(line)
+                self.timings.setdefault("first_round_after_submit_s", time.perf_counter() - t_submit)
+                if on_trace:
+                    on_trace(rec)
+                self._progress(rec, rounds)
+
         deadline = time.monotonic() + timeout
         last_status = 0.0
         run = None
         while time.monotonic() < deadline:
             self.alive()
-            lines = trace.read_text().splitlines() if trace.exists() else []
-            for line in lines[seen:]:
-                rec = json.loads(line)
-                seen += 1
-                self.timings.setdefault("first_round_after_submit_s", time.perf_counter() - t_submit)
-                if on_trace:
-                    on_trace(rec)
-                self._progress(rec, rounds)
+            drain()
             if time.monotonic() - last_status > 1.0:
                 last_status = time.monotonic()
                 run = self.run_status(run_id)
@@ -205,12 +217,7 @@ class SuperLinkClient:
         else:
             raise FedsimError(f"run {run_id} did not finish within {timeout:.0f} s")
         self.timings["finished_after_submit_s"] = time.perf_counter() - t_submit
-        lines = trace.read_text().splitlines() if trace.exists() else []
-        for line in lines[seen:]:
-            rec = json.loads(line)
-            if on_trace:
-                on_trace(rec)
-            self._progress(rec, rounds)
+        drain()
         server = {}
         if (out / "deploy" / "serverapp.json").exists():
             server = json.loads((out / "deploy" / "serverapp.json").read_text())
@@ -226,9 +233,11 @@ class SuperLinkClient:
 
     def _progress(self, rec: dict, rounds: int) -> None:
         if self.metric is None:  # the run's config.json is written before its first trace line
-            from fedsim.clients import task_metric
+            from fedsim.apps.config import RunConfig
+            from fedsim.clients import get_task
 
-            self.metric = task_metric(json.loads((self.run_dir / "config.json").read_text())["task"])
+            cfg = RunConfig.from_file(self.run_dir / "config.json")
+            self.metric = get_task(cfg.task, cfg.task_options).metric
         k = rec["round"]
         train = rec["train"]
         fails = ",".join(sorted(rec["failed"])) or "-"
@@ -290,18 +299,11 @@ class LocalCluster:
         self.home = self.workspace / "flwr-home"
         self.env = commands.deployment_env(self.home, self.speed.superexec_poll_s)
         if self.speed.node_poll_s is not None:
-            self.env["FEDSIM_NODE_POLL_S"] = f"{self.speed.node_poll_s:g}"
-            if self.speed.warm_clientapp:
-                from fedsim.deploy.warmexec import PRELOAD_ENV, preload_for
+            from fedsim.deploy.fastnode import node_env
 
-                self.env["FEDSIM_WARM_CLIENTAPP"] = "1"
-                self.env[PRELOAD_ENV] = preload_for(self.task)
-            if self.speed.pull_backoff_s:
-                self.env["FEDSIM_PULL_BACKOFF_S"] = f"{self.speed.pull_backoff_s:g}"
-        # Flower starts its helpers (flower-superexec, flwr-serverapp, flwr-clientapp) by
-        # name: put this interpreter's scripts first on PATH (not printed in commands.sh).
-        self.run_env = dict(self.env, PATH=os.pathsep.join(
-            [str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+            self.env |= node_env(self.speed.node_poll_s, self.task, self.speed.warm_clientapp,
+                                 self.speed.pull_backoff_s)
+        self.run_env = commands.process_env(self.env)  # not printed in commands.sh
         self.port = 0
         self.nodes: list[SiloNode] = []
         self.cert_paths: certs.CertPaths | None = None
@@ -327,9 +329,8 @@ class LocalCluster:
 
     def _cli(self, cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
         self._record(cmd)
-        env = dict(os.environ) | self.run_env
         try:
-            return subprocess.run(cmd, env=env, cwd=self.workspace, capture_output=True, text=True,
+            return subprocess.run(cmd, env=self.run_env, cwd=self.workspace, capture_output=True, text=True,
                                   timeout=timeout)
         except subprocess.TimeoutExpired:
             raise FedsimError(f"`{' '.join(cmd[:3])}` did not finish within {timeout:.0f} s") from None
@@ -393,12 +394,11 @@ class LocalCluster:
 
     def register(self, public_keys: list[Path], timeout: float = 120) -> list[int]:
         """``flwr supernode register`` each key (the commands run side by side)."""
-        env = dict(os.environ) | self.run_env
         running = []
         for key in public_keys:
             cmd = commands.register_command(key, CONNECTION)
             self._record(cmd)
-            running.append((key, subprocess.Popen(cmd, env=env, cwd=self.workspace, text=True,
+            running.append((key, subprocess.Popen(cmd, env=self.run_env, cwd=self.workspace, text=True,
                                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)))
         ids = []
         for key, proc in running:
@@ -494,39 +494,25 @@ class LocalCluster:
                 "timings": self.timings, "commands": self.lines}
 
 
-def prepare_resume(out: Path) -> int:
-    """Trim a run directory's trace to its last checkpoint; returns the rounds kept (not shown again)."""
-    from fedsim.apps.records import checkpoint_round
-    from fedsim.deploy.serverapp import keep_trace_until
-
-    return keep_trace_until(out, checkpoint_round(out))
-
-
 def run_local(cfg: RunConfig, out: Path, *, insecure: bool = False, auth: bool = True,
               speed: Speed | None = None, min_silos: int = 0, timeout: float = 3600,
-              verbose: bool = True, links: dict | None = None, on_started=None, on_trace=None,
-              resume: bool = False) -> dict:
+              verbose: bool = True, resume: bool = False) -> dict:
     """Start a local deployment, run ``cfg`` on it, tear it down; returns the outcome.
 
     ``resume``: continue the run in ``out`` from its last checkpoint.
-
-    ``on_started(cluster, run_id)`` and ``on_trace(record)`` let callers act
-    mid-run (the fault test kills a SuperNode from ``on_trace``).
     """
+    from fedsim.deploy.serverapp import prepare_resume
+
     out = Path(out).resolve()
     cluster = LocalCluster(out / "deploy", cfg.network, cfg.task, insecure=insecure, auth=auth,
-                           speed=speed or Speed(), links=links, verbose=verbose)
+                           speed=speed or Speed(), verbose=verbose)
     t0 = time.perf_counter()
     outcome: dict = {}
     try:
         cluster.start()
         skip = prepare_resume(out) if resume else 0
         run_id = cluster.submit(cfg, out, min_silos, resume=resume)
-        if on_started:
-            on_started(cluster, run_id)
-        outcome = cluster.client.follow(run_id, out, cfg.rounds, timeout,
-                                        on_trace=(lambda rec: on_trace(cluster, rec)) if on_trace else None,
-                                        skip=skip)
+        outcome = cluster.client.follow(run_id, out, cfg.rounds, timeout, skip=skip)
     finally:
         cluster.stop()
         outcome["wall_s"] = time.perf_counter() - t0

@@ -63,6 +63,8 @@ class PollingGrid(Grid):
         self._grid = grid
         self.poll_s = float(poll_s)
         self.log = Path(log) if log else None
+        if self.log is not None:
+            self.log.parent.mkdir(parents=True, exist_ok=True)
         self.phases: list[dict] = []
 
     # -- delegation -------------------------------------------------------------
@@ -113,7 +115,6 @@ class PollingGrid(Grid):
                  "total_s": time.perf_counter() - t0, "timeout": timeout, "t_start": time.time() - (time.perf_counter() - t0)}
         self.phases.append(phase)
         if self.log is not None:
-            self.log.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(phase) + "\n")
         return replies
@@ -135,6 +136,11 @@ def keep_trace_until(out: Path, until: int) -> int:
     return len(lines)
 
 
+def prepare_resume(out: Path) -> int:
+    """Trim a run directory's trace to its last checkpoint; returns the rounds kept."""
+    return keep_trace_until(out, checkpoint_round(out))
+
+
 def run_deployed(grid: Grid, run_config: dict) -> dict:
     """Run the configured training on ``grid``; returns the ``serverapp.json`` record."""
     from fedsim.apps.server_app import RunStopped, serve
@@ -146,7 +152,7 @@ def run_deployed(grid: Grid, run_config: dict) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     resume = bool(run_config.get("resume", False))
     if resume:  # rounds after the checkpoint are run again
-        keep_trace_until(out, checkpoint_round(out))
+        prepare_resume(out)
     else:
         for name in ("phases.jsonl", "trace.jsonl"):
             (work / name).unlink(missing_ok=True)

@@ -41,9 +41,14 @@ class LinkShape:
     latency_ms: float
     rate_bps: float = float("inf")
 
+    @property
+    def s_per_byte(self) -> float:
+        """Serialisation time of one byte (s); 0 on an unlimited link."""
+        return 8.0 / self.rate_bps if np.isfinite(self.rate_bps) else 0.0
+
     def transfer_ms(self, nbytes: int) -> float:
         """Time for ``nbytes`` to cross the link: ``L + 8 n / R`` (ms)."""
-        return self.latency_ms + (8e3 * nbytes / self.rate_bps if np.isfinite(self.rate_bps) else 0.0)
+        return self.latency_ms + 1e3 * nbytes * self.s_per_byte
 
 
 class _Pipe:
@@ -51,6 +56,7 @@ class _Pipe:
 
     def __init__(self, shape: LinkShape, max_buffer: int, trace: list | None = None, tag: tuple = ()) -> None:
         self.shape = shape
+        self.s_per_byte, self.latency_s = shape.s_per_byte, shape.latency_ms / 1e3  # per chunk below
         self.trace = trace  # (loop time, *tag, bytes) of every read, when tracing
         self.tag = tag
         self.tx_free = 0.0  # loop time at which the transmitter is idle again
@@ -70,13 +76,11 @@ class _Pipe:
                     break
                 if self.trace is not None:
                     self.trace.append((now, *self.tag, len(data)))
-                rate = self.shape.rate_bps
-                ser = 8.0 * len(data) / rate if np.isfinite(rate) else 0.0
-                self.tx_free = max(self.tx_free, now) + ser
+                self.tx_free = max(self.tx_free, now) + len(data) * self.s_per_byte
                 self.buffered += len(data)
                 if self.buffered >= self.max_buffer:
                     self.room.clear()
-                await self.queue.put((self.tx_free + self.shape.latency_ms / 1e3, data))
+                await self.queue.put((self.tx_free + self.latency_s, data))
                 await self.room.wait()
         except (ConnectionError, asyncio.CancelledError):
             pass

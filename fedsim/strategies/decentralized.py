@@ -14,8 +14,6 @@ in-neighbours in that round's graph state:
 
 from __future__ import annotations
 
-import numpy as np
-
 from fedsim.strategies import mixing as mx
 from fedsim.strategies.base import TopologyStrategy
 from fedsim.topologies.schedule import Schedule
