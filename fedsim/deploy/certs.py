@@ -128,10 +128,20 @@ def generate_certificates(out: str | os.PathLike, hosts=DEFAULT_HOSTS, days: int
     )
 
     key = ec.generate_private_key(ec.SECP256R1())
-    first = sans[0].value
-    cert = (
+    cert = _leaf(key, str(sans[0].value), sans, [ExtendedKeyUsageOID.SERVER_AUTH], ca_key, ca_cert, now, until)
+    paths.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(paths.ca_key, ca_key)
+    paths.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(paths.server_key, key)
+    return paths
+
+
+def _leaf(key, common_name: str, sans: list, usages: list, ca_key, ca_cert, now, until) -> x509.Certificate:
+    """An end-entity certificate for ``key`` signed by the CA."""
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return (
         x509.CertificateBuilder()
-        .subject_name(_name(str(first))).issuer_name(ca_name)
+        .subject_name(_name(common_name)).issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now).not_valid_after(until)
@@ -141,17 +151,80 @@ def generate_certificates(out: str | os.PathLike, hosts=DEFAULT_HOSTS, days: int
                                      key_encipherment=False, data_encipherment=False,
                                      key_agreement=True, key_cert_sign=False, crl_sign=False,
                                      encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
-                       critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    paths.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(paths.ca_key, ca_key)
-    paths.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(paths.server_key, key)
+
+
+SILO_URI = "urn:fedsim:silo:{index}:{name}"
+
+
+def silo_cert_paths(folder: str | os.PathLike, silo: int) -> tuple[Path, Path]:
+    """``(certificate, key)`` of silo ``silo``'s peer identity in ``folder``."""
+    return Path(folder) / f"silo-{int(silo)}.pem", Path(folder) / f"silo-{int(silo)}.key"
+
+
+def generate_silo_certificates(certs_dir: str | os.PathLike, names: list[str], days: int = 365,
+                               overwrite: bool = False) -> list[tuple[Path, Path]]:
+    """One peer certificate per silo, signed by the CA in ``certs_dir`` (``ca.crt``, ``ca.key``).
+
+    Silo ``i``'s certificate names it twice in its subject alternative names:
+    ``silo-<i>.fedsim`` (the name peers dial and check) and
+    ``urn:fedsim:silo:<i>:<name>``. It is valid for TLS clients and servers:
+    a silo presents it to the peers it sends to and to those that send to it.
+    Files go to ``certs_dir/silos/``; nothing is written unless every
+    certificate could be made.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> _ = generate_certificates(d)
+    >>> cert, key = generate_silo_certificates(d, ["Paris", "Brussels"])[1]
+    >>> certificate_sans(cert)
+    ['silo-1.fedsim', 'urn:fedsim:silo:1:Brussels']
+    >>> silo_of_certificate(cert)
+    1
+    """
+    from urllib.parse import quote
+
+    if days < 1:
+        raise FedsimError(f"--days must be >= 1, got {days}")
+    folder = Path(certs_dir)
+    try:
+        ca_cert = x509.load_pem_x509_certificate((folder / "ca.crt").read_bytes())
+        ca_key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), password=None)
+    except (OSError, ValueError) as exc:
+        raise FedsimError(f"silo certificates need the CA of `fedsim deploy certs` in {folder}: {exc}") from None
+    out = folder / "silos"
+    paths = [silo_cert_paths(out, i) for i in range(len(names))]
+    if not overwrite and any(k.exists() for _, k in paths):
+        raise FedsimError(f"{out} already holds silo keys; use another --out or --overwrite")
+    now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    until = now + dt.timedelta(days=days)
+    made = []
+    for i, name in enumerate(names):
+        key = ec.generate_private_key(ec.SECP256R1())
+        sans = [x509.DNSName(f"silo-{i}.fedsim"),
+                x509.UniformResourceIdentifier(SILO_URI.format(index=i, name=quote(str(name), safe="")))]
+        cert = _leaf(key, f"silo-{i}.fedsim", sans,
+                     [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH], ca_key, ca_cert, now, until)
+        made.append((cert, key))
+    out.mkdir(parents=True, exist_ok=True)
+    for (cert_path, key_path), (cert, key) in zip(paths, made):
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_key(key_path, key)
     return paths
+
+
+def silo_of_certificate(path: str | os.PathLike) -> int | None:
+    """The silo index a peer certificate was issued for (``None``: not a silo certificate)."""
+    for san in certificate_sans(path):
+        if san.startswith("silo-") and san.endswith(".fedsim") and san[5:-7].isdigit():
+            return int(san[5:-7])
+    return None
 
 
 def certificate_sans(path: str | os.PathLike) -> list[str]:

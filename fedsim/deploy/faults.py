@@ -31,44 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def renormalise(w: np.ndarray, answered: np.ndarray, stale: np.ndarray | None = None,
-                eps: float = 1e-12) -> np.ndarray:
-    """Mixing matrix restricted to the silos that answered (see module docstring).
-
-    Parameters
-    ----------
-    w : (N, N) array
-        The round's mixing matrix, rows sum to one.
-    answered : (N,) bool array
-        ``answered[j]``: silo ``j``'s reply arrived this round.
-    stale : (N, N) bool array, optional
-        Entries that use the sender's previous-round model (kept even if the
-        sender did not answer).
-
-    Examples
-    --------
-    >>> w = np.array([[0.5, 0.0, 0.5], [0.5, 0.5, 0.0], [0.0, 0.5, 0.5]])
-    >>> renormalise(w, np.array([True, True, False]))
-    array([[1. , 0. , 0. ],
-           [0.5, 0.5, 0. ],
-           [0. , 0. , 1. ]])
-    """
-    w = np.asarray(w, dtype=float)
-    n = w.shape[0]
-    alive = np.asarray(answered, dtype=bool)
-    keep = np.broadcast_to(alive[None, :], w.shape).copy()
-    if stale is not None:
-        keep |= np.asarray(stale, dtype=bool)
-    out = np.where(keep, w, 0.0)
-    sums = out.sum(axis=1)
-    eye = np.eye(n)
-    for i in range(n):
-        if not alive[i] or sums[i] <= eps:
-            out[i] = eye[i]
-        else:
-            out[i] /= sums[i]
-    return out
+from fedsim.strategies.mixing import renormalise  # noqa: F401 - the rule lives with the mixing
 
 
 class LostSiloTolerance:

@@ -24,6 +24,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fedsim.strategies.mixing import renormalise
+
 
 @dataclass
 class RoundOutcome:
@@ -62,6 +64,22 @@ class TopologyStrategy(Strategy):
         """``(W, stale)`` for round ``server_round`` (1-based); ``stale`` may be None."""
         raise NotImplementedError
 
+    def mix_models(self, server_round: int, trained: np.ndarray, answered: np.ndarray) -> np.ndarray:
+        """The silos' next models from this round's trained ones.
+
+        Rows of silos that did not answer are renormalised over the silos that
+        did (:func:`~fedsim.strategies.mixing.renormalise`'s rule: a silo that did
+        not answer keeps its model); stale entries use the previous models.
+        """
+        w, stale = self.mixing(server_round)
+        if not answered.all():
+            w = renormalise(w, answered, stale)
+        if stale is not None and stale.any():
+            new = np.where(stale, 0.0, w) @ trained + np.where(stale, w, 0.0) @ self.models
+        else:
+            new = w @ trained
+        return new.astype(np.float32)
+
     def train_config(self, server_round: int) -> dict:
         """Extra per-round config for the silos (e.g. FedProx's ``prox-mu``)."""
         return {}
@@ -97,15 +115,10 @@ class TopologyStrategy(Strategy):
         for silo in range(self.n):
             if silo not in outcome.train and silo not in outcome.failed:
                 outcome.failed[silo] = "no reply"
-        w, stale = self.mixing(server_round)
-        if stale is not None and stale.any():
-            fresh = np.where(stale, 0.0, w)
-            new = fresh @ trained + np.where(stale, w, 0.0) @ self.models
-        else:
-            new = w @ trained
-        self.models = new.astype(np.float32)
+        answered = np.array([s in outcome.train for s in range(self.n)])
+        self.models = self.mix_models(server_round, trained, answered)
+        self.last_mixing, _ = self.mixing(server_round)
         self.last = outcome
-        self.last_mixing = w
         mean = {k: float(np.mean([m[k] for m in outcome.train.values()]))
                 for k in ("train_loss",) if outcome.train}
         return ArrayRecord([self.models.mean(axis=0)]), MetricRecord(mean)

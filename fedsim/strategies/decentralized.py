@@ -10,12 +10,18 @@ in-neighbours in that round's graph state:
 * ``multigraph``: self weight 0.7, the rest shared over strong in-neighbours;
   isolated silos keep their model; arrivals over an arc that was weak in the
   previous round are the sender's previous-round model.
+
+The arithmetic is :class:`~fedsim.strategies.mixing.MixingPlan` and
+:func:`~fedsim.strategies.mixing.mix_row`, silo by silo: the very functions
+each silo of the peer data plane runs, so both give the same models.
 """
 
 from __future__ import annotations
 
-from fedsim.strategies import mixing as mx
+import numpy as np
+
 from fedsim.strategies.base import TopologyStrategy
+from fedsim.strategies.mixing import MixingPlan, mix_row
 from fedsim.topologies.schedule import Schedule
 
 
@@ -33,26 +39,24 @@ class Decentralized(TopologyStrategy):
     """
 
     def __init__(self, *args, schedule: Schedule, rounds: int, seed: int = 0,
-                 self_weight: float = 0.7, **kwargs) -> None:
+                 self_weight: float = 0.7, plan: MixingPlan | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.schedule = schedule
         self.name = schedule.topology
-        self.self_weight = self_weight
-        self.weights_method = None
-        self._static = None
-        self._present = None
-        if schedule.is_random:
-            self._present, _ = schedule.round_masks(rounds, seed)
-        elif schedule.topology == "ring":
-            self._static = mx.ring_weights(schedule.n, schedule.arcs)
-            self.weights_method = "ring"
-        elif schedule.topology != "multigraph":
-            self._static, self.weights_method = mx.fdla_weights(schedule.n, schedule.arcs)
+        self.plan = plan or MixingPlan(schedule, rounds, seed, self_weight)
+        self.weights_method = self.plan.weights_method
 
     def mixing(self, server_round):
-        k = server_round - 1
-        if self._present is not None:
-            return mx.matcha_weights(self.schedule, self._present[k]), None
-        if self._static is not None:
-            return self._static, None
-        return mx.multigraph_weights(self.schedule, k, self.self_weight)
+        return self.plan.matrix(server_round)
+
+    def mix_models(self, server_round: int, trained: np.ndarray, answered: np.ndarray) -> np.ndarray:
+        new = np.empty_like(self.models)
+        for i in range(self.n):
+            if not answered[i]:
+                new[i] = self.models[i]
+                continue
+            row = self.plan.silo_round(i, server_round)
+            arrivals = {j: (self.models[j] if stale else trained[j]) for j, _, stale in row.inbound
+                        if answered[j] or stale}
+            new[i] = mix_row(row, trained[i], arrivals)
+        return new

@@ -8,6 +8,8 @@ makes ``i`` wait on).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from fedsim.topologies.schedule import Schedule
@@ -125,3 +127,179 @@ def matcha_weights(schedule: Schedule, present: np.ndarray) -> np.ndarray:
             lap[u, u] += 1
             lap[v, v] += 1
     return np.eye(n) - schedule.alpha * lap
+
+
+def renormalise(w: np.ndarray, answered: np.ndarray, stale: np.ndarray | None = None,
+                eps: float = 1e-12) -> np.ndarray:
+    """Mixing matrix restricted to the silos that answered (see module docstring).
+
+    Parameters
+    ----------
+    w : (N, N) array
+        The round's mixing matrix, rows sum to one.
+    answered : (N,) bool array
+        ``answered[j]``: silo ``j``'s reply arrived this round.
+    stale : (N, N) bool array, optional
+        Entries that use the sender's previous-round model (kept even if the
+        sender did not answer).
+
+    Examples
+    --------
+    >>> w = np.array([[0.5, 0.0, 0.5], [0.5, 0.5, 0.0], [0.0, 0.5, 0.5]])
+    >>> renormalise(w, np.array([True, True, False]))
+    array([[1. , 0. , 0. ],
+           [0.5, 0.5, 0. ],
+           [0. , 0. , 1. ]])
+    """
+    w = np.asarray(w, dtype=float)
+    n = w.shape[0]
+    alive = np.asarray(answered, dtype=bool)
+    keep = np.broadcast_to(alive[None, :], w.shape).copy()
+    if stale is not None:
+        keep |= np.asarray(stale, dtype=bool)
+    out = np.where(keep, w, 0.0)
+    sums = out.sum(axis=1)
+    eye = np.eye(n)
+    for i in range(n):
+        if not alive[i] or sums[i] <= eps:
+            out[i] = eye[i]
+        else:
+            out[i] /= sums[i]
+    return out
+
+
+@dataclass(frozen=True)
+class SiloRound:
+    """What one silo does in one round of a decentralized strategy.
+
+    Attributes
+    ----------
+    self_weight : float
+        ``W_ii``: the weight of the silo's own freshly trained model.
+    inbound : tuple of (src, weight, stale)
+        The silos it waits for, ascending: ``W_i,src`` and whether the arrival
+        is the sender's model from the start of the round (multigraph: the arc
+        was weak in the previous round, so that model has been in flight
+        since) rather than the one it trained this round.
+    fresh_to, stale_to : tuple of int
+        The silos it sends its trained model to / its start-of-round model to.
+    """
+
+    self_weight: float
+    inbound: tuple[tuple[int, float, bool], ...]
+    fresh_to: tuple[int, ...]
+    stale_to: tuple[int, ...]
+
+    def to_json(self) -> list:
+        return [self.self_weight, [list(x) for x in self.inbound], list(self.fresh_to), list(self.stale_to)]
+
+    @classmethod
+    def from_json(cls, data: list) -> SiloRound:
+        w, inbound, fresh, stale = data
+        return cls(float(w), tuple((int(j), float(x), bool(s)) for j, x, s in inbound),
+                   tuple(int(j) for j in fresh), tuple(int(j) for j in stale))
+
+
+class MixingPlan:
+    """Per-round mixing of a decentralized strategy, for the whole federation or one silo.
+
+    The plan is the single source of the mixing arithmetic: the Simulation
+    Engine's round loop and every silo of the peer data plane call
+    :meth:`silo_round` and :func:`mix_row`, so the same seed gives the same
+    models whichever carries them.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        A decentralized design (ring, mst, dmbst, matcha, matcha_plus, multigraph).
+    rounds : int
+        Total rounds (MATCHA draws its activations for all of them up front).
+    seed : int
+        Seed of MATCHA's activations (the simulated clock uses the same draws).
+    self_weight : float
+        Multigraph self weight.
+
+    Examples
+    --------
+    >>> from fedsim.topologies.schedule import static_schedule
+    >>> plan = MixingPlan(static_schedule("ring", 3, [(0, 1), (1, 2), (2, 0)]), rounds=2)
+    >>> plan.silo_round(1, 1)
+    SiloRound(self_weight=0.5, inbound=((0, 0.5, False),), fresh_to=(2,), stale_to=())
+    """
+
+    def __init__(self, schedule: Schedule, rounds: int, seed: int = 0, self_weight: float = 0.7) -> None:
+        self.schedule = schedule
+        self.n = schedule.n
+        self.rounds = int(rounds)
+        self.self_weight = float(self_weight)
+        self.weights_method: str | None = None
+        self._static: np.ndarray | None = None
+        self._present: np.ndarray | None = None
+        if schedule.is_random:
+            self._present, _ = schedule.round_masks(rounds, seed)
+        elif schedule.topology == "ring":
+            self._static, self.weights_method = ring_weights(schedule.n, schedule.arcs), "ring"
+        elif schedule.topology != "multigraph":
+            self._static, self.weights_method = fdla_weights(schedule.n, schedule.arcs)
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray | None, np.ndarray]] = {}
+
+    def matrix(self, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(W, stale)`` of round ``k`` (1-based)."""
+        w, stale, _ = self._round(k)
+        return w, stale
+
+    def _round(self, k: int):
+        if k not in self._cache:
+            if not 1 <= k <= self.rounds:
+                raise ValueError(f"round {k} is outside 1..{self.rounds}")
+            s = self.schedule
+            if self._present is not None:
+                w, stale, strong = matcha_weights(s, self._present[k - 1]), None, self._present[k - 1]
+            elif self._static is not None:
+                w, stale, strong = self._static, None, np.ones(len(s.arcs), dtype=bool)
+            else:
+                (w, stale), strong = multigraph_weights(s, k - 1, self.self_weight), s.state_mask(k - 1)
+            if len(self._cache) > 64:  # rounds are asked in order; keep the cache small
+                self._cache.clear()
+            self._cache[k] = (w, stale, strong)
+        return self._cache[k]
+
+    def silo_round(self, i: int, k: int) -> SiloRound:
+        """Silo ``i``'s part of round ``k``: whom it waits for and sends to, and its weights."""
+        w, stale, strong = self._round(k)
+        arcs = self.schedule.arcs[strong]
+        senders = sorted({int(u) for u, v in arcs.tolist() if v == i and u != i})
+        receivers = sorted({int(v) for u, v in arcs.tolist() if u == i and v != i})
+        inbound = tuple((j, float(w[i, j]), bool(stale is not None and stale[i, j])) for j in senders)
+        fresh = tuple(v for v in receivers if not (stale is not None and stale[v, i]))
+        old = tuple(v for v in receivers if stale is not None and stale[v, i])
+        return SiloRound(float(w[i, i]), inbound, fresh, old)
+
+
+def mix_row(plan: SiloRound, own: np.ndarray, arrivals: dict[int, np.ndarray], eps: float = 1e-12) -> np.ndarray:
+    """Silo's next model ``Σ_j W_ij z_j`` from its own trained model and what arrived.
+
+    Sums in float64 in a fixed order (own model, then senders ascending) and
+    returns float32, so every engine computes bit-identical models. A sender
+    whose model did not arrive (a lost silo) is left out and the remaining
+    weights are renormalised to sum to one; if they sum to ``<= eps`` (FDLA
+    and MATCHA weights may be negative) the silo keeps its own model.
+
+    Examples
+    --------
+    >>> r = SiloRound(0.5, ((0, 0.25, False), (2, 0.25, False)), (), ())
+    >>> mix_row(r, np.ones(2, np.float32), {0: np.zeros(2, np.float32), 2: np.full(2, 2, np.float32)})
+    array([1., 1.], dtype=float32)
+    >>> mix_row(r, np.ones(2, np.float32), {0: np.zeros(2, np.float32)})  # silo 2 lost: 2/3 own, 1/3 silo 0
+    array([0.6666667, 0.6666667], dtype=float32)
+    """
+    total = plan.self_weight + sum(w for j, w, _ in plan.inbound if j in arrivals)
+    missing = any(j not in arrivals for j, _, _ in plan.inbound)
+    if missing and abs(total) <= eps:
+        return np.asarray(own, dtype=np.float32).copy()
+    scale = 1.0 / total if missing else 1.0
+    acc = np.asarray(own, dtype=np.float64) * (plan.self_weight * scale)
+    for j, w, _ in plan.inbound:
+        if j in arrivals:
+            acc += np.asarray(arrivals[j], dtype=np.float64) * (w * scale)
+    return acc.astype(np.float32)
