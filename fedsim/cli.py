@@ -62,6 +62,15 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
                    help="compute time per local step for the simulated clock (default: measured)")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue an interrupted run from its last checkpoint (its config.json gives the rest)")
+    p.add_argument("--data-plane", default="auto", choices=("auto", "hub", "grpc"),
+                   help="how models travel: auto (decentralized strategies peer to peer over gRPC in a "
+                        "deployment, in process in simulation; FedAvg/FedProx/STAR through the hub), hub, grpc")
+    p.add_argument("--sync-every", type=int,
+                   help="peer data plane: rounds the silos run between meetings with the ServerApp "
+                        "(records, checkpoint; default: --checkpoint-every)")
+    p.add_argument("--peer-timeout", type=float, default=60.0,
+                   help="peer data plane: seconds a silo waits for an in-neighbour's model before it "
+                        "counts that silo lost and mixes without it (default 60)")
 
 
 def training_config(args, network: str, **extra):
@@ -78,6 +87,7 @@ def training_config(args, network: str, **extra):
     cfg = RunConfig(network=network, strategy=args.strategy, task=args.task, local_steps=args.local_steps,
                     seed=args.seed, t=args.t, base=args.base, budget=args.budget, mu=args.mu,
                     task_options=options, checkpoint_every=args.checkpoint_every, compute_ms=args.compute_ms,
+                    data_plane=args.data_plane, sync_every=args.sync_every, peer_timeout=args.peer_timeout,
                     **extra)
     cfg.validate()
     return cfg

@@ -10,6 +10,9 @@ from pathlib import Path
 from fedsim.errors import FedsimError, check_int_at_least, check_positive, unknown_name
 
 
+DATA_PLANES = ("auto", "hub", "inproc", "grpc", "mpi")
+
+
 @dataclass
 class RunConfig:
     """Everything that defines a run; every random choice flows from ``seed``.
@@ -47,6 +50,16 @@ class RunConfig:
     profile : dict or None
         The task's delay profile, measured once and stored so that a resumed
         run uses the same simulated clock.
+    data_plane : str
+        How models travel: ``auto`` (decentralized strategies peer to peer in
+        a deployment, ``inproc`` in simulation; FedAvg/FedProx/STAR through
+        the hub), ``hub``, ``grpc``; ``mpi`` is set by ``--engine mpi``.
+    sync_every : int or None
+        Peer data plane: rounds the silos run between meetings with the
+        ServerApp (records, checkpoint); ``None``: ``checkpoint_every``.
+    peer_timeout : float
+        Peer data plane: seconds a silo waits for an in-neighbour's model
+        before it counts that silo lost and mixes without it.
     """
 
     network: str = "gaia"
@@ -68,10 +81,13 @@ class RunConfig:
     compute_ms: float | None = None
     inject_fault: str | None = None
     profile: dict | None = None
+    data_plane: str = "auto"
+    sync_every: int | None = None
+    peer_timeout: float = 60.0
 
     def validate(self) -> RunConfig:
         from fedsim.clients import TASKS
-        from fedsim.strategies import STRATEGIES
+        from fedsim.strategies import DECENTRALIZED, STRATEGIES
 
         if self.strategy not in STRATEGIES:
             raise unknown_name("strategy", self.strategy, STRATEGIES)
@@ -96,7 +112,30 @@ class RunConfig:
                 raise FedsimError(f"--inject-fault expects SILO:ROUND, got {self.inject_fault!r}")
         if self.round_timeout is not None:
             check_positive("--round-timeout", self.round_timeout)
+        if self.data_plane not in DATA_PLANES:
+            raise unknown_name("data plane", self.data_plane, DATA_PLANES)
+        if self.data_plane in ("grpc", "mpi") and self.strategy not in DECENTRALIZED:
+            raise FedsimError(f"--data-plane {self.data_plane} carries decentralized strategies "
+                              f"({', '.join(DECENTRALIZED)}); {self.strategy} goes through the hub")
+        if self.sync_every is not None:
+            check_int_at_least("--sync-every", self.sync_every, 1)
+        check_positive("--peer-timeout", self.peer_timeout)
         return self
+
+    @property
+    def sync_interval(self) -> int:
+        """Rounds between the peer data plane's meetings with the ServerApp."""
+        return self.sync_every or self.checkpoint_every
+
+    def resolved_plane(self, deployed: bool) -> str:
+        """The data plane this run uses (``auto`` resolved for simulation or deployment)."""
+        from fedsim.strategies import DECENTRALIZED
+
+        if self.data_plane != "auto":
+            return self.data_plane
+        if self.strategy not in DECENTRALIZED:
+            return "hub"
+        return "grpc" if deployed else "inproc"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -105,7 +144,7 @@ class RunConfig:
         """A short hash of what defines the run's training (not its length or execution settings)."""
         data = asdict(self)
         for name in ("rounds", "workers", "round_timeout", "max_failed_rounds", "checkpoint_every", "profile",
-                     "inject_fault"):
+                     "inject_fault", "data_plane", "sync_every", "peer_timeout"):
             del data[name]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 

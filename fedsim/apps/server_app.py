@@ -1,17 +1,28 @@
-"""The fedsim ServerApp: config -> network, topology schedule, strategy, task.
+"""The fedsim ServerApp: a :class:`~fedsim.apps.plan.RunPlan` and a round loop.
 
-:func:`serve` is the round loop. It runs inside Flower's ServerApp both in
-simulation (``fedsim run``) and in deployment (``flwr run`` / ``fedsim deploy``).
-Each round it asks the strategy for one message per silo, waits for the
-replies, mixes, and records the simulated round time the topology would take
-on the WAN next to the measured wall time.
+:func:`serve` runs inside Flower's ServerApp both in simulation (``fedsim
+run``) and in deployment (``flwr run`` / ``fedsim deploy``). It builds the
+plan once, finds which node serves which silo, then runs one of two loops:
+
+* :func:`hub_rounds` — every round the strategy sends each silo its model,
+  the silos train and reply, the strategy mixes (FedAvg, FedProx, STAR; and
+  decentralized strategies in simulation, where the mixing runs silo by silo
+  in this process: the ``inproc`` data plane);
+* :func:`peer_rounds` — the peer data plane: the silos run ``--sync-every``
+  rounds at a time themselves and exchange models peer to peer
+  (:mod:`fedsim.peer`); this loop sends only control messages (rounds,
+  plan, peer directory) and collects the silos' records.
+
+Both record into the same :class:`Book` (``rounds.csv`` written after each
+round or sync, checkpoints, failures, progress, summary), with the simulated
+round time the topology would take on the WAN next to the measured time.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +31,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fedsim.apps.config import RunConfig
+from fedsim.apps.plan import RunPlan, resolve_profile, timing_topology  # noqa: F401 - public names
 from fedsim.apps.records import SILO_STATE_DIR, RunRecorder
 from fedsim.errors import FedsimError
 
@@ -28,24 +40,7 @@ class RunStopped(FedsimError):
     """The run stopped early (failed silos); completed rounds are kept."""
 
 
-def timing_topology(strategy: str) -> str:
-    """The topology whose cycle time a strategy's rounds take."""
-    return "star" if strategy in ("fedavg", "fedprox", "star") else strategy
-
-
-def resolve_profile(cfg: RunConfig, task):
-    """The task's delay profile: measured once per run, then read from the config."""
-    from fedsim.topologies.delay import DelayProfile
-
-    if cfg.profile is None:
-        measured = task.profile()
-        if cfg.compute_ms is not None:
-            measured = measured.with_overrides(compute_ms=cfg.compute_ms)
-        cfg.profile = asdict(measured)
-    prof = DelayProfile(**{k: v for k, v in cfg.profile.items() if k != "description"})
-    return prof.with_overrides(local_steps=cfg.local_steps)
-
-
+# ----------------------------------------------------------------------------- nodes
 def _wait_for_nodes(grid: Grid, n: int, timeout: float = 120.0) -> list[int]:
     t0 = time.monotonic()
     while True:
@@ -61,14 +56,17 @@ QUERY_TIMEOUT_S = 600.0  # generous: on a loaded machine the first message waits
 QUERY_RETRY_S = 10.0
 
 
-def _map_silos(grid: Grid, nodes: list[int], n: int) -> dict[int, int]:
+def _map_silos(grid: Grid, nodes: list[int], n: int, peers: dict | None = None) -> dict[int, int]:
     """Ask every node which silo it serves (its ``partition-id``).
 
     A node that has not answered after ``QUERY_RETRY_S`` is asked again: a
     SuperNode that still held the reply of a stopped run's message sends a
     new run's reply only when it pulls its next message (Flower 1.42).
+    ``peers``, when given, is filled with each silo's peer data plane
+    settings from its reply (address, certificate identity).
     """
     answers: dict[int, int] = {}  # node -> the silo it reported
+    peer_of: dict[int, dict] = {}
     pending = list(nodes)
     deadline = time.monotonic() + QUERY_TIMEOUT_S
     while pending and (left := deadline - time.monotonic()) > 0:
@@ -78,6 +76,8 @@ def _map_silos(grid: Grid, nodes: list[int], n: int) -> dict[int, int]:
                 raise FedsimError(f"node {reply.metadata.src_node_id} failed to report its silo: "
                                   f"{reply.error.reason}")
             answers[reply.metadata.src_node_id] = int(reply.content["metrics"]["silo"])
+            if "peer" in reply.content:
+                peer_of[reply.metadata.src_node_id] = dict(reply.content["peer"])
         pending = [nid for nid in pending if nid not in answers]
     mapping: dict[int, int] = {}
     free = []
@@ -93,181 +93,415 @@ def _map_silos(grid: Grid, nodes: list[int], n: int) -> dict[int, int]:
         raise FedsimError(f"silos {missing} have no SuperNode: {answered} of {len(nodes)} nodes "
                           f"answered the silo query in time (need {n})")
     mapping.update(zip(missing, sorted(free)))
+    if peers is not None:
+        peers.update({silo: peer_of.get(node, {}) for silo, node in mapping.items()})
     return mapping
 
 
-def build_strategy(cfg: RunConfig, n: int, initial: np.ndarray, node_of_silo, schedule):
+def build_strategy(plan: RunPlan, initial: np.ndarray, node_of_silo):
     from fedsim.strategies import CENTRALIZED, Decentralized, FedProx
 
+    cfg = plan.cfg
     if cfg.strategy in CENTRALIZED:
         cls = CENTRALIZED[cfg.strategy]
         if cls is FedProx:
-            return FedProx(n, initial, node_of_silo, mu=cfg.mu)
-        return cls(n, initial, node_of_silo)
-    return Decentralized(n, initial, node_of_silo, schedule=schedule, rounds=cfg.rounds,
-                         seed=cfg.seed, self_weight=cfg.self_weight)
+            return FedProx(plan.n, initial, node_of_silo, mu=cfg.mu)
+        return cls(plan.n, initial, node_of_silo)
+    return Decentralized(plan.n, initial, node_of_silo, schedule=plan.schedule, rounds=cfg.rounds,
+                         seed=cfg.seed, self_weight=cfg.self_weight, plan=plan.mixing)
 
 
+# ----------------------------------------------------------------------------- records
+class Book:
+    """The run's records: rows, checkpoints, failures, progress bar, failure policy, summary."""
+
+    def __init__(self, plan: RunPlan, run_dir: Path, data_plane: str, progress: bool = True,
+                 min_silos: int | None = None) -> None:
+        from tqdm import tqdm
+
+        self.plan, self.cfg, self.dir = plan, plan.cfg, Path(run_dir)
+        self.data_plane, self.min_silos = data_plane, min_silos
+        self.rec = RunRecorder(self.dir, plan.n, plan.task.metric)
+        self.start, self.sim_cum, self.wall_total, self.failed_rounds = 1, 0.0, 0.0, 0
+        self.bytes = {"hub_array_bytes": 0, "peer_array_bytes": 0}
+        self.extra_summary: dict = {}
+        self.stop_reason: str | None = None
+        self.bar = tqdm(total=self.cfg.rounds, desc=f"{self.cfg.strategy}/{plan.net.name}/{self.cfg.task}",
+                        unit="round", disable=not progress, leave=False)
+
+    def resume(self) -> tuple[np.ndarray, dict] | None:
+        state = self.rec.load_checkpoint()
+        if state is None:
+            return None
+        last, models, meta = state
+        self.start, self.sim_cum = last + 1, float(meta["sim_cum_ms"])
+        self.wall_total, self.failed_rounds = float(meta["wall_total_s"]), int(meta["failed_rounds"])
+        self.bytes = {k: int(meta.get(k, 0)) for k in self.bytes}
+        self.bar.update(last)
+        return models, meta
+
+    def meta(self, **extra) -> dict:
+        return {"sim_cum_ms": self.sim_cum, "wall_total_s": self.wall_total, "failed_rounds": self.failed_rounds,
+                "data_plane": self.data_plane, **self.bytes, **extra}
+
+    def add_round(self, k: int, train: dict[int, dict], failed: dict[int, str], wall: float,
+                  consensus: float) -> str | None:
+        """Record round ``k``: ``train`` holds each silo's metrics (with ``eval_*`` of the model
+        the round started from, which close row ``k - 1``). Returns why the run must stop, if so."""
+        n, cfg = self.plan.n, self.cfg
+        evals = {s: m for s, m in train.items() if "eval_loss" in m}
+        if k == 1:
+            self.rec.open_round({"round": 0, "sim_round_ms": 0.0, "sim_cum_ms": 0.0, "wall_s": 0.0,
+                                 "train_loss": float("nan"), "consensus": 0.0, "failed": ""})
+        self.rec.close_pending(evals)
+        if failed:
+            self.failed_rounds += 1
+            self.rec.record_failure(k, failed)
+            answered = n - len(failed)
+            reasons = "; ".join(sorted(set(failed.values())))[:300]
+            if self.min_silos is not None and answered < self.min_silos:
+                return (f"round {k}: only {answered} of {n} silos answered (--min-silos {self.min_silos}); "
+                        f"failed: silo(s) {sorted(failed)} ({reasons})")
+            if self.min_silos is None and self.failed_rounds >= cfg.max_failed_rounds:
+                return (f"round {k}: silo(s) {sorted(failed)} failed ({reasons}); stopping after "
+                        f"{self.failed_rounds} failed round(s) (--max-failed-rounds {cfg.max_failed_rounds})")
+        sim_ms = float(self.plan.clock.round_ms[k - 1])
+        self.sim_cum += sim_ms
+        self.wall_total += wall
+        row = {"round": k, "sim_round_ms": sim_ms, "sim_cum_ms": self.sim_cum, "wall_s": wall,
+               "train_loss": float(np.mean([m["train_loss"] for m in train.values()])) if train else float("nan"),
+               "consensus": consensus, "failed": " ".join(str(s) for s in sorted(failed))}
+        for s, m in train.items():
+            row[f"train_loss_s{s}"] = m["train_loss"]
+        self.rec.open_round(row)
+        self.bar.update(1)
+        done = self.rec.rows[-1] if self.rec.rows else None
+        post = {"sim": f"{self.sim_cum / 1e3:.2f}s", "loss": f"{row['train_loss']:.3f}"}
+        if done is not None:
+            post[self.plan.task.metric] = f"{done['eval_metric']:.3f} (round {done['round']})"
+        self.bar.set_postfix(post)
+        return None
+
+    def checkpoint(self, k: int, models: np.ndarray, **extra) -> None:
+        self.rec.checkpoint(k, models, self.meta(**extra))
+
+    def finish(self, evals: dict[int, dict]) -> None:
+        self.rec.close_pending(evals)
+        self.rec.write_rounds()
+
+    def summary(self) -> dict:
+        self.bar.close()
+        last = self.rec.rows[-1] if self.rec.rows else {}
+        clock, cfg = self.plan.clock, self.cfg
+        done = int(last.get("round", 0))
+        s = {
+            "network": self.plan.net.name, "silos": self.plan.n, "strategy": cfg.strategy, "task": cfg.task,
+            "timing_topology": self.plan.topology, "rounds_completed": done, "rounds_requested": cfg.rounds,
+            "final_eval_metric": last.get("eval_metric"), "final_eval_loss": last.get("eval_loss"),
+            "metric": self.plan.task.metric, "simulated_total_ms": last.get("sim_cum_ms", 0.0),
+            "simulated_cycle_time_ms": clock.value, "cycle_time_definition": clock.definition,
+            "wall_total_s": self.wall_total, "mean_wall_round_s": self.wall_total / max(1, done),
+            "weights_method": self.plan.mixing.weights_method if self.plan.mixing else None,
+            "stopped": self.stop_reason, "failed_rounds": self.failed_rounds,
+            "data_plane": self.data_plane, **self.bytes, **self.extra_summary,
+        }
+        self.rec.write_summary(s)
+        self.rec.plot(f"{cfg.strategy} on {self.plan.net.name}, {cfg.task}")
+        return s
+
+
+def _array_bytes(messages) -> int:
+    total = 0
+    for m in messages:
+        if not m.has_error():
+            for rec in m.content.array_records.values():
+                total += sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in rec.values())
+    return total
+
+
+# ----------------------------------------------------------------------------- the hub loop
+def hub_rounds(grid: Grid, plan: RunPlan, book: Book, strategy, base_cfg: dict, on_round=None,
+               resumed: tuple | None = None) -> None:
+    """Rounds through the hub: the strategy sends each silo its model and mixes the replies."""
+    cfg = plan.cfg
+    if resumed is not None:
+        models, meta = resumed
+        strategy.models = models.astype(np.float32)
+        strategy.n_examples = np.asarray(meta["n_examples"], float)
+    for k in range(book.start, cfg.rounds + 1):
+        msgs = list(strategy.configure_train(k, None, ConfigRecord(base_cfg | {"round": k}), grid))
+        t0 = time.perf_counter()
+        replies = list(grid.send_and_receive(msgs, timeout=cfg.round_timeout))
+        book.bytes["hub_array_bytes"] += _array_bytes(msgs) + _array_bytes(replies)
+        before = strategy.models
+        strategy.aggregate_train(k, replies)
+        out = strategy.last
+        if on_round:
+            on_round(k, out, strategy)
+        stop = book.add_round(k, out.train, out.failed, time.perf_counter() - t0, strategy.consensus_distance())
+        if stop is not None:
+            strategy.models = before  # the failed round is not applied
+            book.stop_reason = stop
+            book.checkpoint(k - 1, before, n_examples=strategy.n_examples.tolist())
+            return
+        book.rec.write_rounds()
+        if k % cfg.checkpoint_every == 0:
+            book.checkpoint(k, strategy.models, n_examples=strategy.n_examples.tolist())
+    # Evaluate the final models to close the last row.
+    msgs = list(strategy.configure_evaluate(cfg.rounds, None, ConfigRecord(base_cfg | {"round": cfg.rounds + 1}),
+                                            grid))
+    book.bytes["hub_array_bytes"] += _array_bytes(msgs)
+    evals = {}
+    for reply in grid.send_and_receive(msgs, timeout=cfg.round_timeout):
+        if not reply.has_error():
+            m = dict(reply.content["metrics"])
+            evals[int(m["silo"])] = m
+    book.finish(evals)
+    if on_round:
+        from fedsim.strategies.base import RoundOutcome
+
+        on_round(cfg.rounds + 1, RoundOutcome(train=evals), strategy)
+    book.checkpoint(cfg.rounds, strategy.models, n_examples=strategy.n_examples.tolist())
+
+
+# ----------------------------------------------------------------------------- the peer loop
+def _exchange(grid: Grid, msgs: list[Message], timeout: float | None, grace: float,
+              poll: float = 0.05) -> list[Message]:
+    """Send ``msgs`` and collect replies (Flower's public push/pull API).
+
+    Stops when every reply came, after ``timeout``, or ``grace`` seconds after
+    the latest reply: the silos of a segment finish within a peer timeout of
+    each other, so a silo still silent then is gone.
+    """
+    pending = {m for m in grid.push_messages(msgs) if m}
+    replies: list[Message] = []
+    t0 = last = time.monotonic()
+    while pending:
+        got = list(grid.pull_messages(pending))
+        now = time.monotonic()
+        if got:
+            replies.extend(got)
+            pending.difference_update(m.metadata.reply_to_message_id for m in got)
+            last = now
+        if not pending or (timeout is not None and now - t0 > timeout) or (replies and now - last > grace):
+            break
+        time.sleep(poll)
+    return replies
+
+
+def peer_rounds(grid: Grid, plan: RunPlan, book: Book, node_of_silo: dict[int, int], directory: dict,
+                base_cfg: dict, on_round=None) -> None:
+    """Rounds on the peer data plane: the silos run ``sync_every`` rounds at a time themselves.
+
+    ``directory``: ``silo -> {dst: HOST:PORT}``, where each silo reaches its
+    out-neighbours. No model array goes through this loop.
+    """
+    cfg, n = plan.cfg, plan.n
+    size = int(plan.initial_model().size)
+    lost: dict[int, str] = {}
+    lost_round: dict[int, int] = {}
+    k = book.start
+    while k <= cfg.rounds:
+        last = min(cfg.rounds, ((k - 1) // cfg.sync_interval + 1) * cfg.sync_interval)
+        msgs, sent_to = [], []
+        for silo in range(n):
+            if silo in lost:
+                continue
+            rows = {r: row.to_json() for r, row in plan.silo_rows(silo, k, last).items()}
+            c = base_cfg | {"round": k, "first": k, "last": last, "rows": json.dumps(rows),
+                            "directory": json.dumps({str(d): a for d, a in directory[silo].items()}),
+                            "lost": json.dumps(sorted(lost)), "peer-timeout": cfg.peer_timeout,
+                            "model-size": size}
+            msgs.append(Message(RecordDict({"config": ConfigRecord(c)}), node_of_silo[silo], "train.peer",
+                                group_id=f"peer-{k}-{last}"))
+            sent_to.append(silo)
+        t0 = time.perf_counter()
+        t_epoch = time.time()
+        seg_timeout = None if cfg.round_timeout is None else cfg.round_timeout * (last - k + 1)
+        replies = _exchange(grid, msgs, seg_timeout, grace=cfg.peer_timeout + 30.0)
+        seg_wall = time.perf_counter() - t0
+        reports: dict[int, dict] = {}
+        errors: dict[int, str] = {}
+        silo_of_node = {v: s for s, v in node_of_silo.items()}
+        for reply in replies:
+            silo = silo_of_node.get(reply.metadata.src_node_id)
+            if silo is None:
+                continue
+            if reply.has_error():
+                errors[silo] = reply.error.reason or f"error code {reply.error.code}"
+            else:
+                reports[silo] = json.loads(str(reply.content["report"]["json"]))
+        for silo in sent_to:
+            if silo not in reports:
+                why = errors.get(silo, "no reply within the segment")
+                # lost in the first round a neighbour missed it, else the segment's first round
+                missed = [int(rec["round"]) for rep in reports.values() for rec in rep["records"]
+                          if str(silo) in rec["missing"]]
+                lost[silo], lost_round[silo] = why, min(missed) if missed else k
+        for rep in reports.values():
+            book.bytes["peer_array_bytes"] += int(rep["bytes_sent"])
+        stamps = {s: {int(r["round"]): r for r in rep["records"]} for s, rep in reports.items()}
+        prev_done = t_epoch
+        for r in range(k, last + 1):
+            train = {s: {key: v for key, v in st[r].items() if isinstance(v, (int, float))}
+                     for s, st in stamps.items() if r in st}
+            failed = {s: f"lost in round {lost_round[s]}: {lost[s]}" for s in lost if lost_round[s] <= r}
+            done = max((st[r]["t_done"] for st in stamps.values() if r in st), default=prev_done)
+            wall = max(0.0, done - prev_done) if len(stamps) else seg_wall / (last - k + 1)
+            prev_done = done
+            if on_round:
+                from fedsim.strategies.base import RoundOutcome
+
+                on_round(r, RoundOutcome(train=train, failed=failed), None)
+            stop = book.add_round(r, train, failed, wall, float("nan"))
+            if stop is not None:
+                book.stop_reason = stop
+                book.checkpoint(r - 1, np.zeros((0, 0), np.float32), lost=lost)
+                return
+        _write_times(book.dir, reports)
+        book.rec.write_rounds()
+        book.checkpoint(last, np.zeros((0, 0), np.float32), lost={str(s): w for s, w in lost.items()})
+        k = last + 1
+    msgs = [Message(RecordDict({"config": ConfigRecord(base_cfg | {"round": cfg.rounds + 1})}), node_of_silo[s],
+                    "evaluate.peer", group_id="peer-final") for s in range(n) if s not in lost]
+    evals = {}
+    for reply in _exchange(grid, msgs, cfg.round_timeout, grace=cfg.peer_timeout + 30.0):
+        if not reply.has_error():
+            m = dict(reply.content["metrics"])
+            evals[int(m["silo"])] = m
+    book.finish(evals)
+    if on_round:
+        from fedsim.strategies.base import RoundOutcome
+
+        on_round(cfg.rounds + 1, RoundOutcome(train=evals), None)
+    book.checkpoint(cfg.rounds, np.zeros((0, 0), np.float32), lost={str(s): w for s, w in lost.items()})
+    if lost:
+        book.extra_summary["lost"] = {str(s): lost_round[s] for s in lost}
+    times = _read_times(book.dir)
+    if times:
+        book.extra_summary["measured_cycle_ms"] = measured_cycle_ms(times)
+
+
+TIMES_FILE = "peer_times.csv"
+
+
+def _write_times(run_dir: Path, reports: dict[int, dict]) -> None:
+    """Append each silo's per-round timestamps (``RUN/peer_times.csv``)."""
+    path = Path(run_dir) / TIMES_FILE
+    new = not path.exists()
+    with open(path, "a", encoding="utf-8") as fh:
+        if new:
+            fh.write("round,silo,t_start,t_trained,t_done,waited_for\n")
+        for s, rep in sorted(reports.items()):
+            for r in rep["records"]:
+                fh.write(f"{r['round']},{s},{r['t_start']:.6f},{r['t_trained']:.6f},{r['t_done']:.6f},"
+                         f"{r['waited_for']}\n")
+
+
+def _read_times(run_dir: Path) -> dict[int, dict[int, float]]:
+    path = Path(run_dir) / TIMES_FILE
+    if not path.exists():
+        return {}
+    out: dict[int, dict[int, float]] = {}
+    for line in path.read_text().splitlines()[1:]:
+        r, s, _, _, done, _ = line.split(",")
+        out.setdefault(int(s), {})[int(r)] = float(done)
+    return out
+
+
+def measured_cycle_ms(times: dict[int, dict[int, float]], skip: int = 1) -> float:
+    """Mean over silos of the time per round after the first ``skip`` rounds (each silo's own clock).
+
+    Examples
+    --------
+    >>> measured_cycle_ms({0: {1: 0.0, 2: 0.1, 3: 0.2}, 1: {1: 0.05, 2: 0.25, 3: 0.45}})
+    150.0
+    """
+    per = []
+    for rounds in times.values():
+        ks = sorted(rounds)
+        if len(ks) > skip + 1:
+            a, b = ks[skip - 1] if skip else ks[0], ks[-1]
+            per.append((rounds[b] - rounds[a]) / (b - a) * 1e3)
+    return float(np.mean(per)) if per else math.nan
+
+
+# ----------------------------------------------------------------------------- serve
 def serve(grid: Grid, cfg: RunConfig, run_dir: Path, progress: bool = True, resume: bool = False,
           on_round=None, adapt_strategy=None, min_silos: int | None = None,
-          silo_state_dir: Path | None = None) -> dict:
+          silo_state_dir: Path | None = None, deployed: bool = False,
+          peer_links: dict | None = None) -> dict:
     """Run (or resume) a training run on ``grid``; returns the summary dict.
 
     ``on_round(k, outcome, strategy)`` is called after round ``k`` is mixed
     (``k = cfg.rounds + 1`` for the final evaluation, whose ``outcome.train``
-    holds the evaluation replies); tests use it to check what each silo
-    received. ``adapt_strategy(strategy)`` is called once on the new strategy
+    holds the evaluation replies; ``strategy`` is ``None`` on the peer data
+    plane). ``adapt_strategy(strategy)`` is called once on a hub strategy
     (deployment uses it to mix over the silos that answered). With
     ``min_silos``, a round in which fewer silos answered stops the run.
     ``silo_state_dir``: where silos without a ``state-dir`` of their own keep
-    the parameters that never leave them (only for silos that share this
-    machine's disk, i.e. simulation).
+    the parameters that never leave them (simulation). ``deployed``: the
+    grid is a real deployment's (decentralized strategies then default to
+    the gRPC peer data plane). ``peer_links``: ``"SRC>DST" -> HOST:PORT``
+    overrides of where a silo reaches another (a link emulator in between).
     """
-    from tqdm import tqdm
-
-    from fedsim.clients import get_task
-    from fedsim.timing.simulate import simulate
-    from fedsim.topologies import build_schedule, connectivity
-    from fedsim.topologies.networks import load_network
-
     torch.set_num_threads(1)
-    cfg.validate()
     run_dir = Path(run_dir)
-    net = load_network(cfg.network)
-    n = net.n_silos
-    conn = connectivity(net)
-    task = get_task(cfg.task, cfg.task_options)
-    profile = resolve_profile(cfg, task)
-    topo = timing_topology(cfg.strategy)
-    schedule = build_schedule(topo, conn, profile, t=cfg.t, base=cfg.base, budget=cfg.budget)
-    clock = simulate(schedule, conn, profile, rounds=cfg.rounds, seed=cfg.seed)
-    (run_dir / "config.json").parent.mkdir(parents=True, exist_ok=True)
+    plan = RunPlan.build(cfg)
+    plane = cfg.resolved_plane(deployed)
+    if plane == "grpc" and not deployed:
+        raise FedsimError("the gRPC peer data plane needs a deployment (fedsim deploy); "
+                          "in simulation decentralized strategies mix in process")
     from fedsim.io import atomic_write_text
 
+    run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.json", cfg.to_json())
-
-    nodes = _wait_for_nodes(grid, n)
-    node_of_silo = _map_silos(grid, nodes, n)
-    torch.manual_seed(cfg.seed)
-    model = task.model()
-    from fedsim.apps.client_app import flatten
-
-    initial = flatten(model, task.exchanged_keys(model))
-    strategy = build_strategy(cfg, n, initial, node_of_silo, schedule)
-    if adapt_strategy is not None:
-        adapt_strategy(strategy)
-    rec = RunRecorder(run_dir, n, task.metric)
-    start, sim_cum, wall_total = 1, 0.0, 0.0
-    failed_rounds = 0
-    if resume:
-        state = rec.load_checkpoint()
-        if state is not None:
-            last, models, meta = state
-            strategy.models = models.astype(np.float32)
-            start, sim_cum = last + 1, float(meta["sim_cum_ms"])
-            wall_total, failed_rounds = float(meta["wall_total_s"]), int(meta["failed_rounds"])
-            strategy.n_examples = np.asarray(meta["n_examples"], float)
+    nodes = _wait_for_nodes(grid, plan.n)
+    peers: dict[int, dict] = {}
+    node_of_silo = _map_silos(grid, nodes, plan.n, peers)
+    book = Book(plan, run_dir, plane, progress, min_silos)
+    resumed = book.resume() if resume else None
     base_cfg = {"run-key": cfg.key(), "checkpoint-every": cfg.checkpoint_every,
                 "task": cfg.task, "task-options": json.dumps(cfg.task_options, sort_keys=True),
-                "seed": cfg.seed, "n-silos": n, "local-steps": cfg.local_steps, "evaluate": True}
+                "seed": cfg.seed, "n-silos": plan.n, "local-steps": cfg.local_steps, "evaluate": True}
     if cfg.inject_fault:
         silo, rnd = (int(x) for x in cfg.inject_fault.split(":"))
         base_cfg |= {"fault-silo": silo, "fault-round": rnd}
     if silo_state_dir is not None:
         base_cfg["local-state-dir"] = str(Path(silo_state_dir).resolve())
-    bar = tqdm(total=cfg.rounds, initial=start - 1, desc=f"{cfg.strategy}/{net.name}/{cfg.task}",
-               unit="round", disable=not progress, leave=False)
-    stop_reason = None
     try:
-        for k in range(start, cfg.rounds + 1):
-            msgs = strategy.configure_train(k, None, ConfigRecord(base_cfg | {"round": k}), grid)
-            t0 = time.perf_counter()
-            replies = list(grid.send_and_receive(msgs, timeout=cfg.round_timeout))
-            before = strategy.models
-            strategy.aggregate_train(k, replies)
-            wall = time.perf_counter() - t0
-            wall_total += wall
-            out = strategy.last
-            evals = {s: m for s, m in out.train.items() if "eval_loss" in m}
-            if k == start and start == 1:
-                rec.open_round({"round": 0, "sim_round_ms": 0.0, "sim_cum_ms": 0.0, "wall_s": 0.0,
-                                "train_loss": float("nan"), "consensus": 0.0, "failed": ""})
-            rec.close_pending(evals)
-            if on_round:
-                on_round(k, out, strategy)
-            if out.failed:
-                failed_rounds += 1
-                rec.record_failure(k, out.failed)
-                answered = n - len(out.failed)
-                reasons = "; ".join(sorted(set(out.failed.values())))[:300]
-                if min_silos is not None and answered < min_silos:
-                    stop_reason = (f"round {k}: only {answered} of {n} silos answered "
-                                   f"(--min-silos {min_silos}); failed: silo(s) {sorted(out.failed)} "
-                                   f"({reasons})")
-                elif failed_rounds >= cfg.max_failed_rounds:
-                    stop_reason = (f"round {k}: silo(s) {sorted(out.failed)} failed ({reasons}); "
-                                   f"stopping after {failed_rounds} failed round(s) "
-                                   f"(--max-failed-rounds {cfg.max_failed_rounds})")
-                if stop_reason is not None:
-                    strategy.models = before  # the failed round is not applied
-                    rec.checkpoint(k - 1, before, _meta(sim_cum, wall_total, failed_rounds, strategy))
-                    break
-            sim_ms = float(clock.round_ms[k - 1])
-            sim_cum += sim_ms
-            row = {"round": k, "sim_round_ms": sim_ms, "sim_cum_ms": sim_cum, "wall_s": wall,
-                   "train_loss": float(np.mean([m["train_loss"] for m in out.train.values()])),
-                   "consensus": strategy.consensus_distance(),
-                   "failed": " ".join(str(s) for s in sorted(out.failed))}
-            for s, m in out.train.items():
-                row[f"train_loss_s{s}"] = m["train_loss"]
-            rec.open_round(row)
-            bar.update(1)
-            if rec.rows:
-                last = rec.rows[-1]
-                bar.set_postfix(sim=f"{sim_cum / 1e3:.2f}s", loss=f"{row['train_loss']:.3f}",
-                                **{task.metric[:3]: f"{last['eval_metric']:.3f}"})
-            if k % cfg.checkpoint_every == 0:
-                rec.checkpoint(k, strategy.models, _meta(sim_cum, wall_total, failed_rounds, strategy))
-        if stop_reason is None:
-            # Evaluate the final models to close the last row.
-            msgs = strategy.configure_evaluate(cfg.rounds, None, ConfigRecord(base_cfg | {"round": cfg.rounds + 1}),
-                                               grid)
-            evals = {}
-            for reply in grid.send_and_receive(msgs, timeout=cfg.round_timeout):
-                if not reply.has_error():
-                    m = dict(reply.content["metrics"])
-                    evals[int(m["silo"])] = m
-            rec.close_pending(evals)
-            if on_round:
-                from fedsim.strategies.base import RoundOutcome
-
-                on_round(cfg.rounds + 1, RoundOutcome(train=evals), strategy)
-            rec.checkpoint(cfg.rounds, strategy.models, _meta(sim_cum, wall_total, failed_rounds, strategy))
+        if plane == "grpc":
+            if resumed is None and book.start == 1:
+                (run_dir / TIMES_FILE).unlink(missing_ok=True)
+            directory = peer_directory(peers, plan.n, peer_links)
+            peer_rounds(grid, plan, book, node_of_silo, directory, base_cfg, on_round)
+        else:
+            strategy = build_strategy(plan, plan.initial_model(), node_of_silo)
+            if adapt_strategy is not None:
+                adapt_strategy(strategy)
+            hub_rounds(grid, plan, book, strategy, base_cfg, on_round, resumed)
     finally:
-        bar.close()
-    last = rec.rows[-1] if rec.rows else {}
-    summary = {
-        "network": net.name, "silos": n, "strategy": cfg.strategy, "task": cfg.task,
-        "timing_topology": topo, "rounds_completed": int(last.get("round", 0)),
-        "rounds_requested": cfg.rounds, "final_eval_metric": last.get("eval_metric"),
-        "final_eval_loss": last.get("eval_loss"), "metric": task.metric,
-        "simulated_total_ms": last.get("sim_cum_ms", 0.0),
-        "simulated_cycle_time_ms": clock.value, "cycle_time_definition": clock.definition,
-        "wall_total_s": wall_total,
-        "mean_wall_round_s": wall_total / max(1, int(last.get("round", 0))),  # resumed runs count all rounds
-        "weights_method": getattr(strategy, "weights_method", None),
-        "stopped": stop_reason, "failed_rounds": failed_rounds,
-    }
-    rec.write_summary(summary)
-    rec.plot(f"{cfg.strategy} on {net.name}, {cfg.task}")
-    if stop_reason:
-        raise RunStopped(stop_reason)
+        book.bar.close()
+    summary = book.summary()
+    if book.stop_reason:
+        raise RunStopped(book.stop_reason)
     return summary
 
 
-def _meta(sim_cum: float, wall_total: float, failed_rounds: int, strategy) -> dict:
-    return {"sim_cum_ms": sim_cum, "wall_total_s": wall_total, "failed_rounds": failed_rounds,
-            "n_examples": strategy.n_examples.tolist()}
+def peer_directory(peers: dict[int, dict], n: int, links: dict | None = None) -> dict[int, dict[int, str]]:
+    """``silo -> {dst: HOST:PORT}`` from the silos' advertised peer addresses and link overrides."""
+    addr = {}
+    for s in range(n):
+        a = peers.get(s, {}).get("address")
+        if not a:
+            raise FedsimError(f"silo {s} has no peer address: its SuperNode needs peer-address in its "
+                              "--node-config (fedsim deploy supernode sets it)")
+        addr[s] = str(a)
+    out = {s: {d: addr[d] for d in range(n) if d != s} for s in range(n)}
+    for key, a in (links or {}).items():
+        src, dst = (int(x) for x in str(key).split(">"))
+        out[src][dst] = str(a)
+    return out
 
 
 def make_server_app(cfg: RunConfig, run_dir: Path, progress: bool = True, resume: bool = False,

@@ -32,13 +32,15 @@ def _toml_value(v) -> str:
 
 
 def write_app(app_dir: str | os.PathLike, cfg: RunConfig, out: str | os.PathLike,
-              poll_s: float, min_silos: int = 0, pull_backoff_s: float = 0.0, resume: bool = False) -> Path:
+              poll_s: float, min_silos: int = 0, pull_backoff_s: float = 0.0, resume: bool = False,
+              peer_links: dict | None = None) -> Path:
     """Write the app folder for one run (``resume``: continue ``out`` from its checkpoint); returns its path."""
     app_dir = Path(app_dir)
     app_dir.mkdir(parents=True, exist_ok=True)
     config = {"fedsim-config": json.dumps(json.loads(cfg.to_json()), sort_keys=True),
               "out": str(Path(out).resolve()), "poll-s": float(poll_s), "min-silos": int(min_silos),
-              "pull-backoff-s": float(pull_backoff_s), "resume": bool(resume)}
+              "pull-backoff-s": float(pull_backoff_s), "resume": bool(resume),
+              "peer-links": json.dumps(peer_links or {}, sort_keys=True)}
     lines = [
         "[build-system]",
         'requires = ["setuptools>=68"]',

@@ -65,7 +65,7 @@ def check_address(address: str, what: str = "--superlink") -> tuple[str, int]:
 
 
 def node_config(silo: int, n_silos: int, name: str | None = None, task: str | None = None,
-                state_dir=None) -> str:
+                state_dir=None, peer: dict | None = None) -> str:
     """The ``--node-config`` value for one silo (TOML values, space separated).
 
     ``state_dir``: a folder on the silo where the ClientApp keeps the
@@ -78,6 +78,11 @@ def node_config(silo: int, n_silos: int, name: str | None = None, task: str | No
     'partition-id=1 num-partitions=3 silo-name="Brussels" task="digits"'
     >>> node_config(0, 3, state_dir="/srv/fedsim-state")
     'partition-id=0 num-partitions=3 state-dir="/srv/fedsim-state"'
+
+    ``peer``: the silo's peer data plane settings (see :func:`peer_settings`).
+
+    >>> node_config(0, 3, peer={"peer-port": 9300, "peer-address": "silo0.example.org:9300"})
+    'partition-id=0 num-partitions=3 peer-port=9300 peer-address="silo0.example.org:9300"'
     """
     parts = [f"partition-id={int(silo)}", f"num-partitions={int(n_silos)}"]
     if name is not None:
@@ -86,7 +91,38 @@ def node_config(silo: int, n_silos: int, name: str | None = None, task: str | No
         parts.append(f"task={_toml_str(task)}")
     if state_dir is not None:
         parts.append(f"state-dir={_toml_str(str(state_dir))}")
+    for key, value in (peer or {}).items():
+        parts.append(f"{key}={int(value)}" if isinstance(value, int) else f"{key}={_toml_str(str(value))}")
     return " ".join(parts)
+
+
+def peer_settings(port: int, address: str, listen: str | None = None, cert=None, key=None, ca=None) -> dict:
+    """A silo's peer data plane settings for its ``--node-config``.
+
+    ``port``: where its peer server listens (``0.0.0.0:port`` unless
+    ``listen`` says otherwise); ``address``: ``HOST:PORT`` at which the other
+    silos reach it; ``cert``/``key``: its peer certificate and key from
+    ``fedsim deploy certs --topology ...``; ``ca``: the deployment's CA
+    certificate. Without ``cert`` the peer plane runs without TLS.
+
+    Examples
+    --------
+    >>> sorted(peer_settings(9300, "10.0.0.5:9300", cert="s.pem", key="s.key", ca="ca.crt"))
+    ['peer-address', 'peer-ca', 'peer-cert', 'peer-key', 'peer-port']
+    """
+    check_address(address, "--peer-address")
+    if not 0 < int(port) < 65536:
+        raise FedsimError(f"--peer-port must be within 1..65535, got {port}")
+    out: dict = {"peer-port": int(port), "peer-address": address}
+    if listen:
+        check_address(listen, "--peer-listen")
+        out["peer-listen"] = listen
+    if cert or key or ca:
+        if not (cert and key and ca):
+            raise FedsimError("the peer TLS identity needs all of --peer-cert, --peer-key and the CA certificate")
+        out |= {"peer-cert": str(Path(cert).resolve()), "peer-key": str(Path(key).resolve()),
+                "peer-ca": str(Path(ca).resolve())}
+    return out
 
 
 def _toml_str(s: str) -> str:
@@ -121,7 +157,8 @@ def superlink_command(*, host: str = "127.0.0.1", port: int = 9092, ca_cert=None
 def supernode_command(*, superlink: str, silo: int, n_silos: int, name: str | None = None,
                       task: str | None = None, root_cert=None, private_key=None,
                       insecure: bool = False, runtime_port: int = 9094,
-                      max_wait_time: float | None = None, fast: bool = False, state_dir=None) -> list[str]:
+                      max_wait_time: float | None = None, fast: bool = False, state_dir=None,
+                      peer: dict | None = None) -> list[str]:
     """``flower-supernode`` for one silo.
 
     ``fast=True`` starts the same SuperNode through :mod:`fedsim.deploy.fastnode`
@@ -142,7 +179,7 @@ def supernode_command(*, superlink: str, silo: int, n_silos: int, name: str | No
         cmd += ["--root-certificates", str(root_cert)]
         if private_key:
             cmd += ["--auth-supernode-private-key", str(private_key)]
-    cmd += ["--node-config", node_config(silo, n_silos, name, task, state_dir), "--port", str(int(runtime_port))]
+    cmd += ["--node-config", node_config(silo, n_silos, name, task, state_dir, peer), "--port", str(int(runtime_port))]
     if max_wait_time is not None:
         cmd += ["--max-wait-time", f"{max_wait_time:g}"]
     return cmd

@@ -98,6 +98,7 @@ class SiloNode:
     key: keys.NodeKey | None
     runtime_port: int
     superlink: str  # the address this SuperNode dials (a link emulator's, with --wan)
+    peer_port: int = 0  # where its peer data plane server listens (127.0.0.1)
 
 
 class SuperLinkClient:
@@ -296,6 +297,7 @@ class LocalCluster:
         self.workspace = Path(self.workspace).resolve()
         self.net = load_network(self.network)
         self.procs = ProcessSet(self.workspace / "logs")
+        self.silo_certs: list | None = None
         self.home = self.workspace / "flwr-home"
         self.env = commands.deployment_env(self.home, self.speed.superexec_poll_s)
         if self.speed.node_poll_s is not None:
@@ -346,6 +348,8 @@ class LocalCluster:
             self.cert_paths = certs.generate_certificates(self.workspace / "certs", overwrite=True)
         node_keys = keys.generate_node_keys(self.workspace / "keys", names=names, overwrite=True) \
             if self.auth else [None] * len(names)
+        self.silo_certs = (certs.generate_silo_certificates(self.workspace / "certs", names, overwrite=True)
+                           if not self.insecure else None)
         self.port = port or free_port()
         cp = self.cert_paths
         cmd = commands.superlink_command(
@@ -370,7 +374,7 @@ class LocalCluster:
             dial = self.address
             if self.links and i in self.links:
                 dial = "%s:%d" % tuple(self.links[i])
-            node = SiloNode(i, name, k, free_port(), dial)
+            node = SiloNode(i, name, k, free_port(), dial, free_port())
             self.nodes.append(node)
             self.start_node(node)
         self.wait_nodes(len(names), ready_timeout)
@@ -383,9 +387,18 @@ class LocalCluster:
                   task=self.task, root_cert=self.cert_paths.ca_cert if self.cert_paths else None,
                   private_key=node.key.private if node.key else None, insecure=self.insecure,
                   runtime_port=node.runtime_port, fast=self.speed.node_poll_s is not None,
-                  state_dir=self.workspace / "silo-state" / f"silo-{node.index}")
+                  state_dir=self.workspace / "silo-state" / f"silo-{node.index}", peer=self.peer_config(node))
         kw.update(overrides)
         return commands.supernode_command(**kw)
+
+    def peer_config(self, node: SiloNode) -> dict:
+        """The silo's peer data plane settings: its own port on 127.0.0.1 and, with TLS, its certificate."""
+        addr = f"127.0.0.1:{node.peer_port}"
+        tls = {}
+        if self.silo_certs is not None:
+            cert, key = self.silo_certs[node.index]
+            tls = {"cert": cert, "key": key, "ca": self.cert_paths.ca_cert}
+        return commands.peer_settings(node.peer_port, addr, listen=addr, **tls)
 
     def start_node(self, node: SiloNode, name: str | None = None, **overrides):
         cmd = self.node_command(node, **overrides)
@@ -452,14 +465,15 @@ class LocalCluster:
             raise FedsimError("the SuperLink exited during the run:\n" + self.procs.tail("superlink"))
 
     # -- runs -----------------------------------------------------------------------
-    def submit(self, cfg: RunConfig, out: Path, min_silos: int = 0, resume: bool = False) -> int:
+    def submit(self, cfg: RunConfig, out: Path, min_silos: int = 0, resume: bool = False,
+               peer_links: dict | None = None) -> int:
         """Write the app folder and ``flwr run`` it; returns the run id."""
         out = Path(out).resolve()
         # progress is read from these; a resumed run appends to its trace
         for name in ("serverapp.json",) if resume else ("trace.jsonl", "phases.jsonl", "serverapp.json"):
             (out / "deploy" / name).unlink(missing_ok=True)
         app = appdir.write_app(self.workspace / "app", cfg, out, self.speed.grid_poll_s, min_silos,
-                               self.speed.pull_backoff_s or 0.0, resume=resume)
+                               self.speed.pull_backoff_s or 0.0, resume=resume, peer_links=peer_links)
         res = self._cli(commands.run_command(app, CONNECTION))
         try:
             run_id = int(_json_out(res.stdout)["run-id"])

@@ -174,7 +174,7 @@ def run_deployed(grid: Grid, run_config: dict) -> dict:
     def on_round(k, outcome, strategy) -> None:
         mixing = getattr(strategy, "last_mixing", None)
         rec = {"round": k, "time": time.time(), "phase_s": pgrid.phases[-1]["total_s"] if pgrid.phases else None,
-               "train": {str(s): _jsonable(m) for s, m in outcome.train.items()},
+               "train": {str(s): _jsonable(m) for s, m in outcome.train.items() if isinstance(m, dict)},
                "failed": {str(s): r for s, r in outcome.failed.items()},
                "mixing": mixing.tolist() if (mixing is not None and k <= cfg.rounds) else None}
         with open(work / "trace.jsonl", "a", encoding="utf-8") as fh:
@@ -184,7 +184,8 @@ def run_deployed(grid: Grid, run_config: dict) -> dict:
     atomic_write_text(work / "serverapp.json", json.dumps(result, indent=2))
     try:
         summary = serve(pgrid, cfg, out, progress=False, resume=resume, on_round=on_round,
-                        adapt_strategy=adapt if min_silos else None, min_silos=min_silos)
+                        adapt_strategy=adapt if min_silos else None, min_silos=min_silos, deployed=True,
+                        peer_links=json.loads(str(run_config.get("peer-links", "{}"))))
         result.update(status="completed", summary=summary)
     except RunStopped as exc:
         result.update(status="stopped", message=str(exc))
