@@ -260,24 +260,9 @@ def _local_network(args, work: Path) -> str:
     """The network spec: --topology, or its first --silos silos fully connected (a GML file)."""
     if not args.silos:
         return args.topology_spec
-    from fedsim.topologies.networks import load_network
+    from fedsim.topologies.networks import first_silos_gml
 
-    base = load_network(args.topology_spec)
-    n = check_int_at_least("--silos", args.silos, 2)
-    if n > base.n_silos:
-        raise FedsimError(f"--silos {n}: network {base.name} has only {base.n_silos} silos")
-    if any(c is None for c in base.coords[:n]):
-        raise FedsimError(f"--silos needs silo coordinates; network {base.name} has none")
-    lines = ["graph ["]
-    for i in range(n):
-        lat, lon = base.coords[i]
-        lines.append(f'  node [ id {i} label "{base.silos[i]}" Latitude {lat} Longitude {lon} ]')
-    lines += [f"  edge [ source {i} target {j} ]" for i in range(n) for j in range(i + 1, n)]
-    lines.append("]")
-    work.mkdir(parents=True, exist_ok=True)
-    path = work / f"{base.name}-{n}.gml"
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
+    return first_silos_gml(args.topology_spec, args.silos, work)
 
 
 def cmd_local(args) -> int:

@@ -137,14 +137,9 @@ class SuperLinkClient:
             for k in ("FLWR_HOME", "FLWR_TELEMETRY_ENABLED", "FLWR_DISABLE_UPDATE_CHECK"):
                 if k in self.env:  # the client keeps its credential store under FLWR_HOME
                     os.environ[k] = self.env[k]
-            from flwr.cli.typing import SuperLinkConnection
-            from flwr.cli.utils import init_http_client_from_connection
+            from fedsim.flower_compat import control_client
 
-            conn = SuperLinkConnection(CONNECTION, self.address,
-                                       str(self.ca_cert) if (self.ca_cert and not self.insecure) else None,
-                                       self.insecure)
-            with contextlib.redirect_stdout(io.StringIO()):  # it prints "Using SuperLink ..."
-                self._control = init_http_client_from_connection(conn)
+            self._control = control_client(self.address, self.ca_cert, self.insecure, name=CONNECTION)
         return self._control
 
     def close(self) -> None:
@@ -154,23 +149,20 @@ class SuperLinkClient:
 
     def node_status(self) -> list[dict]:
         """Nodes the SuperLink knows (``flwr supernode list``)."""
-        from flwr.proto.control_pb2 import ListNodesRequest
+        from fedsim.flower_compat import list_nodes
 
-        res = self.control().ListNodes(ListNodesRequest())
-        return [{"node_id": n.node_id, "status": n.status, "name": n.name} for n in res.nodes_info]
+        return list_nodes(self.control())
 
     def run_status(self, run_id: int):
-        from flwr.common.serde import run_from_proto
-        from flwr.proto.control_pb2 import ListRunsRequest
+        from fedsim.flower_compat import run_status
 
-        res = self.control().ListRuns(ListRunsRequest(run_id=run_id))
-        return [run_from_proto(p) for p in res.run_dict.values()][0]
+        return run_status(self.control(), run_id)
 
     def stop_run(self, run_id: int) -> bool:
         """Stop a run (``flwr stop``); its ServerApp ends at its next exchange with the SuperLink."""
-        from flwr.proto.control_pb2 import StopRunRequest
+        from fedsim.flower_compat import stop_run
 
-        return bool(self.control().StopRun(StopRunRequest(run_id=run_id)).success)
+        return stop_run(self.control(), run_id)
 
     def follow(self, run_id: int, out: Path, rounds: int, timeout: float = 3600,
                on_trace=None, skip: int = 0) -> dict:

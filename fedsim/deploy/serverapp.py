@@ -17,7 +17,7 @@ folder that ``fedsim deploy run`` submits):
 ``pull-backoff-s``
     0: Flower's retry of a reply object that is not uploaded yet (1 s,
     doubling). ``b > 0``: retry after ``b`` seconds, doubling up to 50 ms
-    (:func:`fedsim.deploy.fastnode.quick_pulls`);
+    (:func:`fedsim.flower_compat.quick_pulls`);
 ``resume``
     continue the run directory from its last checkpoint (``fedsim deploy run
     --resume``), appending to its records;
@@ -159,11 +159,9 @@ def run_deployed(grid: Grid, run_config: dict) -> dict:
     poll = float(run_config.get("poll-s", DEFAULT_POLL_S))
     backoff = float(run_config.get("pull-backoff-s", 0.0))
     if backoff > 0:
-        from flwr.superlink.grid import http_grid
+        from fedsim.flower_compat import http_grid_module, quick_pulls
 
-        from fedsim.deploy.fastnode import quick_pulls
-
-        quick_pulls(http_grid, backoff)
+        quick_pulls(http_grid_module(), backoff)
     min_silos = int(run_config.get("min-silos", 0)) or None
     pgrid = PollingGrid(grid, poll, work / "phases.jsonl")
     holder: dict = {}

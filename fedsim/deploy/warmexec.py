@@ -15,9 +15,13 @@ isolation (one process per message, state only through the SuperNode's
 context), minus the imports. The template is single-threaded and never runs
 a task itself, so forking it is safe; it exits when its parent does.
 
+A ClientApp whose task asks for suppressed output (``spec.suppress_output``)
+gets its stdout and stderr on ``/dev/null``, as Flower's own launch does; the
+patch of Flower's SuperExec is :func:`fedsim.flower_compat.warm_executor`.
+
 With ``FEDSIM_PULL_BACKOFF_S`` set, the ClientApps retry a message object
 their SuperNode has not finished downloading after that many seconds rather
-than Flower's 1 s (see :func:`fedsim.deploy.fastnode.quick_pulls`).
+than Flower's 1 s (see :func:`fedsim.flower_compat.quick_pulls`).
 
 Used by :mod:`fedsim.deploy.fastnode` (``FEDSIM_WARM_CLIENTAPP=1``).
 """
@@ -33,6 +37,10 @@ import sys
 import threading
 import traceback
 
+from fedsim import flower_compat
+from fedsim.errors import FedsimError
+
+PULL_ENV = "FEDSIM_PULL_BACKOFF_S"  # set for the SuperNode by fedsim.deploy.fastnode; inherited here
 PRELOAD_ENV = "FEDSIM_WARM_PRELOAD"
 DEFAULT_PRELOAD = ("fedsim.apps.client_app,fedsim.clients.digits,sklearn.datasets,"
                    "torch.optim,torch._dynamo")
@@ -47,15 +55,17 @@ def preload_for(task: str) -> str:
 
 
 def _template() -> None:
-    """The template process: import, then fork one child per line on stdin."""
-    from flwr.supernode.cli.flwr_clientapp import flwr_clientapp
-    from flwr.supernode.runtime import run_clientapp
+    """The template process: import, then fork one child per line on stdin.
 
-    from fedsim.deploy.fastnode import PULL_ENV, quick_pulls
-
+    A line is ``{"argv": [...], "quiet": bool}``: the ``flwr-clientapp``
+    command line, and whether the child's stdout and stderr go to
+    ``/dev/null``.
+    """
+    flwr_clientapp = flower_compat.entry_point("flwr-clientapp")
     backoff = float(os.environ.get(PULL_ENV, "0"))
     if backoff > 0:  # the ClientApp pulls its message from the SuperNode, maybe mid-download
-        quick_pulls(run_clientapp, backoff, name="pull_and_inflate_object_from_tree")
+        flower_compat.quick_pulls(flower_compat.clientapp_runtime_module(), backoff,
+                                  name="pull_and_inflate_object_from_tree")
 
     for name in filter(None, os.environ.get(PRELOAD_ENV, DEFAULT_PRELOAD).split(",")):
         try:
@@ -68,7 +78,9 @@ def _template() -> None:
         line = commands.readline()
         if not line:  # the SuperExec is gone
             return
-        argv = json.loads(line)
+        command = json.loads(line)
+        sys.stdout.flush()  # a child must not repeat the template's buffered output
+        sys.stderr.flush()
         if os.fork() != 0:
             continue
         code = 1
@@ -76,7 +88,11 @@ def _template() -> None:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             devnull = os.open(os.devnull, os.O_RDONLY)
             os.dup2(devnull, 0)  # the child must not read the template's commands
-            sys.argv = list(argv)
+            if command["quiet"]:  # as Flower's launch: stdout and stderr to DEVNULL
+                sink = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(sink, 1)
+                os.dup2(sink, 2)
+            sys.argv = list(command["argv"])
             flwr_clientapp()
             code = 0
         except SystemExit as exc:
@@ -101,11 +117,13 @@ class Template:
         self.proc = subprocess.Popen([sys.executable, "-m", "fedsim.deploy.warmexec", "--template"],
                                      stdin=subprocess.PIPE)
 
-    def launch(self, argv: list[str]) -> None:
+    def launch(self, argv: list[str], suppress_output: bool = False) -> None:
+        """Fork a child that runs ``flwr-clientapp`` with ``argv`` (output on ``/dev/null`` if suppressed)."""
         with self.lock:
             if self.proc is None or self.proc.poll() is not None:
                 self.start()
-            self.proc.stdin.write((json.dumps(argv) + "\n").encode())
+            line = json.dumps({"argv": list(argv), "quiet": bool(suppress_output)})
+            self.proc.stdin.write((line + "\n").encode())
             self.proc.stdin.flush()
 
     def close(self) -> None:
@@ -118,38 +136,9 @@ class Template:
 
 
 def patch_executor() -> Template:
-    """Route ClientApp launches of Flower's SubprocessExecutor to a warm template."""
-    from flwr.supercore.constant import TaskType
-    from flwr.supercore.superexec.executor import subprocess_executor as se
-    from flwr.supercore.superexec.executor.types import LaunchResult
-
+    """Start a template and route ClientApp launches of Flower's SubprocessExecutor to it."""
     template = Template()
-    original = se.SubprocessExecutor.launch
-
-    def launch(self, spec):
-        if spec.task_type != TaskType.CLIENT_APP:
-            return original(self, spec)
-        args = [se.TASK_TYPE_TO_COMMAND[spec.task_type], se.TASK_TYPE_TO_APPIO_API_ADDRESS_ARG[spec.task_type],
-                spec.runtime_api_address, "--token", spec.token]
-        if spec.insecure:
-            args.append("--insecure")
-        elif spec.root_certificates_path is not None:
-            args.extend(["--root-certificates", spec.root_certificates_path])
-        if spec.parent_pid is not None:
-            args.extend(["--parent-pid", str(spec.parent_pid)])
-        if spec.runtime_dependency_install:
-            args.append("--allow-runtime-dependency-installation")
-        template.launch(args)
-        return LaunchResult.accepted()
-
-    se.SubprocessExecutor.launch = launch
-    original_close = se.SubprocessExecutor.close
-
-    def close(self):
-        template.close()
-        original_close(self)
-
-    se.SubprocessExecutor.close = close
+    flower_compat.warm_executor(template)
     return template
 
 
@@ -157,8 +146,11 @@ def main() -> None:
     if sys.argv[1:2] == ["--template"]:
         _template()
         return
-    patch_executor()
-    from flwr.supercore.cli.flower_superexec import flower_superexec
+    try:
+        flower_superexec = flower_compat.entry_point("flower-superexec")
+        patch_executor()
+    except FedsimError as exc:
+        sys.exit(str(exc))
 
     sys.argv[0] = "flower-superexec"
     flower_superexec()
