@@ -32,6 +32,17 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def task_identity():
+    """Messages built in this process need a run and node id (Flower's ServerApp process sets them)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
+    yield
+    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+
+
 def pytest_unconfigure(config) -> None:
     for key, value in _SAVED.items():
         if value is None:

@@ -271,17 +271,6 @@ def _fp(trace: dict, k: int, prefix: str, silos) -> np.ndarray:
     return np.array([[trace[k][s][f"{prefix}_sum"], trace[k][s][f"{prefix}_signed"]] for s in silos])
 
 
-@pytest.fixture
-def task_identity():
-    """Messages built in this process need a run and node id (Flower's ServerApp process sets them)."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
-    yield
-    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
-
-
 def test_silo_query_asks_again_a_node_that_did_not_answer(task_identity, monkeypatch):
     """A SuperNode may hold a new run's query reply until it pulls its next message: ask again."""
     from fedsim.apps import server_app
