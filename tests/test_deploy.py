@@ -356,9 +356,8 @@ def cluster(tmp_path_factory, net_path):
 
 def _run(cluster, net_path, out: Path, rounds: int, on_trace=None, min_silos: int = 0,
          **kw) -> tuple[dict, dict]:
-    kw = {"seed": 3, "checkpoint_every": 1} | kw
-    cfg = RunConfig(network=net_path, strategy="ring", task="digits", rounds=rounds, compute_ms=2.0,
-                    task_options={"lr": 0.3}, **kw)
+    kw = {"seed": 3, "checkpoint_every": 1, "data_plane": "hub", "strategy": "ring"} | kw
+    cfg = RunConfig(network=net_path, task="digits", rounds=rounds, compute_ms=2.0, task_options={"lr": 0.3}, **kw)
     run_id = cluster.submit(cfg, out, min_silos=min_silos)
     trace: dict[int, dict] = {}
 
@@ -456,7 +455,7 @@ def test_stopped_run_resumes_from_its_checkpoint(cluster, net_path, tmp_path):
     from fedsim.deploy.serverapp import prepare_resume
 
     cfg = RunConfig(network=net_path, strategy="ring", task="digits", rounds=6, seed=5, compute_ms=2.0,
-                    task_options={"lr": 0.3}, checkpoint_every=2)
+                    task_options={"lr": 0.3}, checkpoint_every=2, data_plane="hub")
     outcome, full = _run(cluster, net_path, tmp_path / "full", rounds=6, seed=5, checkpoint_every=2)
     assert outcome["serverapp"]["status"] == "completed", outcome
 
@@ -498,6 +497,134 @@ def test_stopped_run_resumes_from_its_checkpoint(cluster, net_path, tmp_path):
     walls = [float(r["wall_s"]) for r in rows[1:]]  # measured times of the kept and the new rounds
     assert summary["wall_total_s"] == pytest.approx(sum(walls), rel=1e-4)
     assert summary["mean_wall_round_s"] == pytest.approx(sum(walls) / cfg.rounds, rel=1e-4)
+
+
+# ----------------------------------------------------------------------------- the peer data plane
+PEER = {"data_plane": "auto", "sync_every": 2, "peer_timeout": 20.0}
+METRIC_PREFIXES = ("train_loss", "eval_", "accuracy")
+
+
+def _metric_columns(path: Path) -> list[dict]:
+    rows = list(csv.DictReader(open(path)))
+    return [{k: v for k, v in r.items() if k.startswith(METRIC_PREFIXES)} for r in rows]
+
+
+def _revive(cluster, silo: int) -> None:
+    """Start a silo's SuperNode again after a test killed it."""
+    node = cluster.nodes[silo]
+    if not cluster.procs.alive(f"supernode-{silo}"):
+        cluster.start_node(node)
+        cluster.wait_nodes(len(cluster.nodes), 120)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ring", "matcha", "multigraph"])
+def test_peer_plane_equals_simulation_and_mpi(cluster, net_path, tmp_path, strategy):
+    """Same seed: the gRPC deployment, the Simulation Engine (Ray) and MPI ranks end with the same
+    per-silo models and the same metric columns; no model array goes through the SuperLink."""
+    import subprocess
+    import sys
+
+    from fedsim.apps.simulation import run_simulation
+
+    rounds = 4
+    out = tmp_path / "grpc"
+    outcome, trace = _run(cluster, net_path, out, rounds, strategy=strategy, **PEER)
+    assert outcome["serverapp"]["status"] == "completed", outcome
+    deployed = json.loads((out / "summary.json").read_text())
+    assert deployed["data_plane"] == "grpc" and deployed["hub_array_bytes"] == 0
+    assert deployed["peer_array_bytes"] > 0
+    phases = [json.loads(x)["type"] for x in (out / "deploy" / "phases.jsonl").read_text().splitlines()]
+    assert phases == ["query"]  # the segments and the final evaluation use Flower's push/pull directly
+    assert sorted(trace) == [1, 2, 3, 4, 5] and all(len(trace[k]["train"]) == 3 for k in trace)
+
+    cfg = RunConfig(network=net_path, strategy=strategy, task="digits", rounds=rounds, seed=3, compute_ms=2.0,
+                    task_options={"lr": 0.3}, checkpoint_every=1)
+    simulated = run_simulation(cfg, tmp_path / "sim", progress=False)
+    assert simulated["data_plane"] == "inproc" and simulated["peer_array_bytes"] == 0
+    cmd = [sys.executable, "-m", "fedsim", "run", "--engine", "mpi", "--np", "3", "--topology", net_path,
+           "--strategy", strategy, "--task", "digits", "--rounds", str(rounds), "--seed", "3",
+           "--compute-ms", "2", "--lr", "0.3", "--sync-every", "2", "--out", str(tmp_path / "mpi"), "--no-progress"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    mpi = json.loads((tmp_path / "mpi" / "summary.json").read_text())
+    assert mpi["data_plane"] == "mpi" and mpi["peer_array_bytes"] == deployed["peer_array_bytes"]
+
+    assert deployed["final_fingerprints"] == simulated["final_fingerprints"] == mpi["final_fingerprints"]
+    columns = _metric_columns(out / "rounds.csv")
+    assert len(columns) == rounds + 1 and len(columns[0]) >= 2 + 2 * 3
+    assert columns == _metric_columns(tmp_path / "sim" / "rounds.csv") == _metric_columns(tmp_path / "mpi" / "rounds.csv")
+    for s in (deployed, mpi):
+        assert s["measured_cycle_ms"] > 0 and s["simulated_cycle_time_ms"] == simulated["simulated_cycle_time_ms"]
+
+
+@pytest.mark.slow
+def test_peer_plane_resumes_from_the_silos_state(cluster, net_path, tmp_path):
+    """A stopped peer run resumes from its last sync with the silos' own state files and trains exactly
+    what an uninterrupted run trains."""
+    from fedsim.apps.records import checkpoint_round
+    from fedsim.deploy.serverapp import prepare_resume
+
+    kw = PEER | {"strategy": "multigraph", "seed": 5, "checkpoint_every": 2}
+    outcome, full = _run(cluster, net_path, tmp_path / "full", 6, **kw)
+    assert outcome["serverapp"]["status"] == "completed", outcome
+    cfg = RunConfig(network=net_path, task="digits", rounds=6, compute_ms=2.0, task_options={"lr": 0.3}, **kw)
+    out = tmp_path / "stopped"
+    run_id = cluster.submit(cfg, out)
+    stopped = []
+
+    def stop_after_round_3(rec):
+        if rec["round"] >= 3 and not stopped:
+            stopped.append(cluster.client.stop_run(run_id))
+
+    first = cluster.client.follow(run_id, out, cfg.rounds, timeout=400, on_trace=stop_after_round_3)
+    assert stopped == [True] and first["sub_status"] == "stopped", first
+    done = checkpoint_round(out)
+    assert done in (4,)  # rounds arrive two at a time (one sync): the stop lands after round 4's sync
+    skip = prepare_resume(out)
+    run_id = cluster.submit(cfg, out, resume=True)
+    second = cluster.client.follow(run_id, out, cfg.rounds, timeout=400, skip=skip)
+    assert second["serverapp"]["status"] == "completed", second
+    trace = {t["round"]: t for t in map(json.loads, (out / "deploy" / "trace.jsonl").read_text().splitlines())}
+    assert sorted(trace) == list(range(1, cfg.rounds + 2))
+    for k in range(1, cfg.rounds + 1):
+        np.testing.assert_array_equal(_fingerprints(trace, k, "trained", range(3)),
+                                      _fingerprints(full, k, "trained", range(3)))
+    assert _metric_columns(out / "rounds.csv") == _metric_columns(tmp_path / "full" / "rounds.csv")
+    assert json.loads((out / "summary.json").read_text())["data_plane"] == "grpc"
+
+
+@pytest.mark.slow
+def test_peer_plane_lost_silo(cluster, net_path, tmp_path):
+    """A SuperNode killed mid-run: its out-neighbour waits at most --peer-timeout, mixes without it
+    and the run goes on with the two others (--min-silos 2); the loss is recorded."""
+    out = tmp_path / "lost"
+    killed = []
+
+    def kill_after_round_1(rec):
+        if rec["round"] == 1 and not killed:
+            killed.extend(cluster.procs.kill("supernode-2"))
+
+    try:
+        outcome, trace = _run(cluster, net_path, out, rounds=4, on_trace=kill_after_round_1, min_silos=2,
+                              max_failed_rounds=99, **(PEER | {"sync_every": 1, "peer_timeout": 3.0}))
+    finally:
+        _revive(cluster, 2)
+    assert killed and outcome["serverapp"]["status"] == "completed", outcome
+    summary = json.loads((out / "summary.json").read_text())
+    lost_round = int(summary["lost"]["2"])
+    assert lost_round in (2, 3)  # the first round whose model from silo 2 never came
+    failures = json.loads((out / "failures.json").read_text())
+    assert failures[0]["round"] == lost_round and f"lost in round {lost_round}" in failures[0]["silos"]["2"]
+    rows = list(csv.DictReader(open(out / "rounds.csv")))
+    assert [r["failed"] for r in rows] == [""] * lost_round + ["2"] * (5 - lost_round)
+    cfg = RunConfig.from_file(out / "config.json")
+    w = _ring_w(net_path, cfg)
+    fed_by_2 = next(i for i in range(3) if i != 2 and w[i, 2] > 0)
+    for k in range(lost_round, 5):  # with its in-neighbour gone the silo keeps its own trained model
+        assert sorted(trace[k]["train"]) == ["0", "1"]
+        nxt = trace[k + 1]["train"][str(fed_by_2)]
+        assert nxt["received_sum"] == pytest.approx(trace[k]["train"][str(fed_by_2)]["trained_sum"], rel=1e-6)
 
 
 @pytest.mark.slow

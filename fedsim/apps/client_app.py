@@ -234,8 +234,9 @@ def peer_train(msg: Message, context: Context) -> Message:
     node = context.node_config
     listen = str(node.get("peer-listen") or f"0.0.0.0:{int(node['peer-port'])}")
     directory = {int(k): v for k, v in json.loads(str(cfg["directory"])).items()}
-    transport = GrpcTransport(silo.silo, str(cfg["run-key"]), int(cfg["model-size"]), listen, directory,
-                              _peer_tls(context), allowed, send_timeout=float(cfg["peer-timeout"]))
+    transport = GrpcTransport(silo.silo, str(cfg["peer-run"]), int(cfg["model-size"]), listen, directory,
+                              _peer_tls(context), allowed, send_timeout=float(cfg["peer-timeout"]),
+                              bind_timeout=float(cfg["peer-timeout"]))
     try:
         loop = SiloLoop(silo, rows.__getitem__, transport, int(cfg["local-steps"]), bool(cfg.get("evaluate", True)),
                         float(cfg["peer-timeout"]))

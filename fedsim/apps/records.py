@@ -163,8 +163,8 @@ def _read_rows(path: Path) -> list[dict]:
                     row[k] = v
                 elif k == "round":
                     row[k] = int(v)
-                else:
-                    row[k] = float(v) if v not in ("", None) else float("nan")
+                elif v not in ("", None):  # an empty cell stays empty when the rows are written again
+                    row[k] = float(v)
             rows.append(row)
     return rows
 

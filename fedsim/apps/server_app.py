@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -186,7 +187,10 @@ class Book:
         self.rec.checkpoint(k, models, self.meta(**extra))
 
     def finish(self, evals: dict[int, dict]) -> None:
+        """Close the last row with the final evaluation; keep the final models' fingerprints."""
         self.rec.close_pending(evals)
+        self.extra_summary["final_fingerprints"] = {
+            str(s): [m["received_sum"], m["received_signed"]] for s, m in sorted(evals.items()) if "received_sum" in m}
         self.rec.write_rounds()
 
     def summary(self) -> dict:
@@ -300,6 +304,7 @@ def peer_rounds(grid: Grid, plan: RunPlan, book: Book, node_of_silo: dict[int, i
     size = int(plan.initial_model().size)
     lost: dict[int, str] = {}
     lost_round: dict[int, int] = {}
+    session = f"{cfg.key()}-{uuid.uuid4().hex[:12]}"  # peers of another run (or its stopped ClientApps) are refused
     k = book.start
     while k <= cfg.rounds:
         last = min(cfg.rounds, ((k - 1) // cfg.sync_interval + 1) * cfg.sync_interval)
@@ -308,7 +313,7 @@ def peer_rounds(grid: Grid, plan: RunPlan, book: Book, node_of_silo: dict[int, i
             if silo in lost:
                 continue
             rows = {r: row.to_json() for r, row in plan.silo_rows(silo, k, last).items()}
-            c = base_cfg | {"round": k, "first": k, "last": last, "rows": json.dumps(rows),
+            c = base_cfg | {"round": k, "first": k, "last": last, "rows": json.dumps(rows), "peer-run": session,
                             "directory": json.dumps({str(d): a for d, a in directory[silo].items()}),
                             "lost": json.dumps(sorted(lost)), "peer-timeout": cfg.peer_timeout,
                             "model-size": size}
@@ -318,7 +323,7 @@ def peer_rounds(grid: Grid, plan: RunPlan, book: Book, node_of_silo: dict[int, i
         t0 = time.perf_counter()
         t_epoch = time.time()
         seg_timeout = None if cfg.round_timeout is None else cfg.round_timeout * (last - k + 1)
-        replies = _exchange(grid, msgs, seg_timeout, grace=cfg.peer_timeout + 30.0)
+        replies = _exchange(grid, msgs, seg_timeout, grace=2 * cfg.peer_timeout + 5.0)
         seg_wall = time.perf_counter() - t0
         reports: dict[int, dict] = {}
         errors: dict[int, str] = {}
@@ -365,7 +370,7 @@ def peer_rounds(grid: Grid, plan: RunPlan, book: Book, node_of_silo: dict[int, i
     msgs = [Message(RecordDict({"config": ConfigRecord(base_cfg | {"round": cfg.rounds + 1})}), node_of_silo[s],
                     "evaluate.peer", group_id="peer-final") for s in range(n) if s not in lost]
     evals = {}
-    for reply in _exchange(grid, msgs, cfg.round_timeout, grace=cfg.peer_timeout + 30.0):
+    for reply in _exchange(grid, msgs, cfg.round_timeout, grace=2 * cfg.peer_timeout + 5.0):
         if not reply.has_error():
             m = dict(reply.content["metrics"])
             evals[int(m["silo"])] = m

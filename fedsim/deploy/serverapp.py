@@ -171,7 +171,9 @@ def run_deployed(grid: Grid, run_config: dict) -> dict:
 
     def on_round(k, outcome, strategy) -> None:
         mixing = getattr(strategy, "last_mixing", None)
-        rec = {"round": k, "time": time.time(), "phase_s": pgrid.phases[-1]["total_s"] if pgrid.phases else None,
+        hub = strategy is not None  # the peer data plane's rounds are not hub phases
+        rec = {"round": k, "time": time.time(),
+               "phase_s": pgrid.phases[-1]["total_s"] if (hub and pgrid.phases) else None,
                "train": {str(s): _jsonable(m) for s, m in outcome.train.items() if isinstance(m, dict)},
                "failed": {str(s): r for s, r in outcome.failed.items()},
                "mixing": mixing.tolist() if (mixing is not None and k <= cfg.rounds) else None}

@@ -23,6 +23,7 @@ authenticated; the CLI warns.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
@@ -89,10 +90,13 @@ class GrpcTransport(Transport):
         ``allowed(src, round, kind)``: whether the plan has that arrival for this silo.
     send_timeout : float
         Seconds a send may take, waiting for the receiver's server to be up included.
+    bind_timeout : float
+        Seconds to keep trying to bind ``listen`` while another process holds it.
     """
 
     def __init__(self, silo: int, run: str, size: int, listen: str, directory: dict[int, str],
-                 tls: PeerTLS | None, allowed: Callable[[int, int, str], bool], send_timeout: float = 60.0) -> None:
+                 tls: PeerTLS | None, allowed: Callable[[int, int, str], bool], send_timeout: float = 60.0,
+                 bind_timeout: float = 0.0) -> None:
         self.silo, self.run, self.size = int(silo), str(run), int(size)
         self.directory = {int(k): str(v) for k, v in directory.items()}
         self.tls, self.allowed, self.send_timeout = tls, allowed, float(send_timeout)
@@ -103,20 +107,28 @@ class GrpcTransport(Transport):
         self._channels: dict[int, grpc.Channel] = {}
         self._pending: list[tuple[int, futures.Future]] = []
         self._pool = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix=f"peer{silo}-send")
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix=f"peer{silo}-recv"),
-                                  options=_OPTIONS)
         handler = grpc.stream_unary_rpc_method_handler(self._serve, request_deserializer=peer_pb2.Chunk.FromString,
                                                        response_serializer=peer_pb2.Ack.SerializeToString)
-        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Send": handler}),))
-        try:
-            if tls is None:
-                port = self.server.add_insecure_port(listen)
-            else:
-                creds = grpc.ssl_server_credentials([(tls.key, tls.cert)], root_certificates=tls.ca,
-                                                    require_client_auth=True)
-                port = self.server.add_secure_port(listen, creds)
-        except RuntimeError as exc:
-            raise FedsimError(f"silo {silo}: cannot listen for peers on {listen}: {exc}") from None
+        # A silo's previous ClientApp (a stopped run's last segment) may still hold the port for up to a
+        # peer timeout: wait for it rather than share the port with it (no SO_REUSEPORT).
+        deadline = time.monotonic() + bind_timeout
+        while True:
+            self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix=f"peer{silo}-recv"),
+                                      options=_OPTIONS + [("grpc.so_reuseport", 0)])
+            self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Send": handler}),))
+            try:
+                if tls is None:
+                    port = self.server.add_insecure_port(listen)
+                else:
+                    creds = grpc.ssl_server_credentials([(tls.key, tls.cert)], root_certificates=tls.ca,
+                                                        require_client_auth=True)
+                    port = self.server.add_secure_port(listen, creds)
+            except RuntimeError:
+                port = 0
+            if port or time.monotonic() > deadline:
+                break
+            self.server.stop(None)
+            time.sleep(0.2)
         if port == 0:
             raise FedsimError(f"silo {silo}: cannot listen for peers on {listen} (port in use?)")
         self.port = port
