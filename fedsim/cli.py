@@ -114,6 +114,15 @@ def print_summary(s: dict, wall: str = "real") -> None:
     print(f"  simulated wall clock: {s['simulated_total_ms'] / 1e3:.3f} s "
           f"(cycle time {s['simulated_cycle_time_ms']:.2f} ms, {s['timing_topology']})")
     print(f"  {wall} wall time in rounds: {s['wall_total_s']:.1f} s ({s['mean_wall_round_s'] * 1e3:.0f} ms/round)")
+    plane = s.get("data_plane")
+    if plane:
+        where = {"hub": "through the hub", "inproc": "mixed in process", "grpc": "peer to peer over gRPC",
+                 "mpi": "peer to peer over MPI"}[plane]
+        line = (f"  data plane: {plane}, models {where} ({s.get('hub_array_bytes', 0) / 1e6:.2f} MB through the "
+                f"hub, {s.get('peer_array_bytes', 0) / 1e6:.2f} MB peer to peer)")
+        if s.get("measured_cycle_ms"):
+            line += f"; measured cycle time {s['measured_cycle_ms']:.1f} ms"
+        print(line)
 
 
 def _profile(args, name: str):
@@ -379,7 +388,6 @@ def _run_mpi(args) -> int:
     s = mpi.run_mpi(cfg, run_dir, progress=not args.no_progress and rank == 0, resume=bool(args.resume))
     if s is not None:
         print_summary(s)
-        print(f"  data plane: mpi, {s['peer_array_bytes']} bytes of models between ranks")
         print(f"  run directory: {run_dir}")
     return 0
 

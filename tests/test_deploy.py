@@ -161,12 +161,18 @@ def test_node_config_is_what_flower_parses():
     assert parsed == {"partition-id": 0, "num-partitions": 2, "silo-name": "The 'Hub'"}
     parsed = parse_config_args([commands.node_config(2, 3, state_dir="/srv/fedsim state/silo-2")])
     assert parsed == {"partition-id": 2, "num-partitions": 3, "state-dir": "/srv/fedsim state/silo-2"}
+    peer = commands.peer_settings(9300, "10.0.0.2:9300", cert="/c/silo-2.pem", key="/c/silo-2.key", ca="/c/ca.crt")
+    parsed = parse_config_args([commands.node_config(2, 3, peer=peer)])
+    assert parsed == {"partition-id": 2, "num-partitions": 3, "peer-port": 9300, "peer-address": "10.0.0.2:9300",
+                      "peer-cert": "/c/silo-2.pem", "peer-key": "/c/silo-2.key", "peer-ca": "/c/ca.crt"}
 
 
 def test_cli_dry_runs_print_the_commands(tmp_path, net_path, capsys):
     from fedsim.cli import main
 
-    assert main(["deploy", "certs", "--out", str(tmp_path / "c")]) == 0
+    assert main(["deploy", "certs", "--out", str(tmp_path / "c"), "--topology", net_path]) == 0
+    assert "3 silo certificates" in capsys.readouterr().out
+    assert certs.silo_of_certificate(tmp_path / "c" / "silos" / "silo-2.pem") == 2
     assert main(["deploy", "keys", "--topology", net_path, "--out", str(tmp_path / "k")]) == 0
     out = capsys.readouterr().out
     assert "supernode register" in out and "Montreal.key.pub" in out
@@ -174,8 +180,19 @@ def test_cli_dry_runs_print_the_commands(tmp_path, net_path, capsys):
     assert "--enable-supernode-auth" in capsys.readouterr().out
     assert main(["deploy", "supernode", "--silo", "Brussels", "--superlink", "127.0.0.1:9092",
                  "--topology", net_path, "--root-certificates", str(tmp_path / "c" / "ca.crt"),
-                 "--key", str(tmp_path / "k" / "Brussels.key"), "--dry-run"]) == 0
-    assert "partition-id=1 num-partitions=3" in capsys.readouterr().out
+                 "--key", str(tmp_path / "k" / "Brussels.key"), "--peer-address", "brussels.example.org:9300",
+                 "--peer-cert", str(tmp_path / "c" / "silos" / "silo-1.pem"),
+                 "--peer-key", str(tmp_path / "c" / "silos" / "silo-1.key"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "partition-id=1 num-partitions=3" in out and 'peer-address=\"brussels.example.org:9300\"' in out
+    assert "silos/silo-1.pem" in out and "peer-port=9300" in out
+    # a silo's node cannot carry another silo's peer identity
+    assert main(["deploy", "supernode", "--silo", "Brussels", "--superlink", "127.0.0.1:9092",
+                 "--topology", net_path, "--root-certificates", str(tmp_path / "c" / "ca.crt"),
+                 "--key", str(tmp_path / "k" / "Brussels.key"),
+                 "--peer-cert", str(tmp_path / "c" / "silos" / "silo-0.pem"),
+                 "--peer-key", str(tmp_path / "c" / "silos" / "silo-0.key"), "--dry-run"]) == 2
+    assert "is silo 0's identity, not silo 1's" in capsys.readouterr().err
     assert main(["deploy", "supernode", "--silo", "Lyon", "--superlink", "127.0.0.1:9092",
                  "--topology", net_path, "--insecure", "--dry-run"]) == 2
     err = capsys.readouterr().err

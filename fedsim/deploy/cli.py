@@ -65,12 +65,19 @@ def _exec(cmd: list[str], env: dict, dry_run: bool) -> int:
 def cmd_certs(args) -> int:
     from fedsim.deploy.certs import certificate_sans, generate_certificates
 
+    names = list(_network(args).silos) if args.topology else None  # validated before anything is written
     paths = generate_certificates(args.out, args.hosts, days=args.days, overwrite=args.overwrite)
     print(f"wrote {paths.ca_cert}, {paths.ca_key} (keep offline), {paths.server_cert}, {paths.server_key}")
     print(f"server certificate valid for: {', '.join(certificate_sans(paths.server_cert))}")
     print("SuperLink:  --ssl-ca-certfile {0} --ssl-certfile {1} --ssl-keyfile {2}".format(
         paths.ca_cert, paths.server_cert, paths.server_key))
     print(f"SuperNodes and the flwr CLI verify the SuperLink with: {paths.ca_cert}")
+    if names:
+        from fedsim.deploy.certs import generate_silo_certificates
+
+        silos = generate_silo_certificates(args.out, names, days=args.days, overwrite=args.overwrite)
+        print(f"peer identities: {len(silos)} silo certificates in {silos[0][0].parent} "
+              f"(silo N: silo-N.pem + silo-N.key, give each silo its own pair and ca.crt)")
     return 0
 
 
@@ -116,6 +123,31 @@ def cmd_superlink(args) -> int:
     return _exec(cmd, env, args.dry_run)
 
 
+def _peer_flags(args, silo: int) -> dict:
+    """The silo's peer data plane settings from ``fedsim deploy supernode``'s flags, checked."""
+    import socket
+
+    from fedsim.deploy.certs import silo_of_certificate
+    from fedsim.deploy.commands import peer_settings
+
+    address = args.peer_address or f"{socket.getfqdn()}:{args.peer_port}"
+    if args.insecure:
+        if args.peer_cert or args.peer_key:
+            raise FedsimError("--insecure turns TLS off: drop --peer-cert/--peer-key")
+        return peer_settings(args.peer_port, address, args.peer_listen)
+    if not (args.peer_cert and args.peer_key):
+        raise FedsimError("the peer data plane needs this silo's identity: --peer-cert silo-N.pem --peer-key "
+                          "silo-N.key (from `fedsim deploy certs --topology NET`), or --insecure")
+    for p in (args.peer_cert, args.peer_key):
+        if not Path(p).exists():
+            raise FedsimError(f"{p} does not exist")
+    owner = silo_of_certificate(args.peer_cert)
+    if owner != silo:
+        raise FedsimError(f"--peer-cert {args.peer_cert} is silo {owner}'s identity, not silo {silo}'s")
+    return peer_settings(args.peer_port, address, args.peer_listen, cert=args.peer_cert, key=args.peer_key,
+                         ca=args.root_certificates)
+
+
 def cmd_supernode(args) -> int:
     from fedsim.deploy.commands import deployment_env, supernode_command
 
@@ -129,10 +161,12 @@ def cmd_supernode(args) -> int:
     for p in (args.root_certificates, key):
         if p is not None and not Path(p).exists():
             raise FedsimError(f"{p} does not exist")
+    peer = _peer_flags(args, silo)
     cmd = supernode_command(superlink=args.superlink, silo=silo, n_silos=net.n_silos, name=net.silos[silo],
                             task=args.task, root_cert=None if args.insecure else args.root_certificates,
                             private_key=key, insecure=args.insecure, runtime_port=args.port,
-                            fast=args.fast, state_dir=Path(args.state_dir).resolve() if args.state_dir else None)
+                            fast=args.fast, state_dir=Path(args.state_dir).resolve() if args.state_dir else None,
+                            peer=peer)
     env = deployment_env(Path(args.flwr_home).resolve(), args.superexec_poll)
     if args.fast:
         from fedsim.deploy.fastnode import node_env
@@ -348,6 +382,8 @@ def add_deploy_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--hosts", default="localhost,127.0.0.1",
                    help="comma list of names/IPs the SuperLink is reached at (default %(default)s)")
     p.add_argument("--days", type=int, default=365)
+    p.add_argument("--topology", help="also one peer certificate per silo of this network (silo-N.pem/.key in "
+                                      "OUT/silos/), the identities of the peer data plane")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_certs)
 
@@ -392,6 +428,16 @@ def add_deploy_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--node-poll", type=float, default=0.2, help="with --fast: loop wait cap in s")
     p.add_argument("--state-dir", help="folder on this silo for parameters that never leave it "
                                        "(so that resumed runs continue with them)")
+    g = p.add_argument_group("peer data plane (decentralized strategies)")
+    g.add_argument("--peer-port", type=int, default=9300,
+                   help="port of this silo's peer server; open it to the other silos (default %(default)s)")
+    g.add_argument("--peer-address", metavar="HOST:PORT",
+                   help="where the other silos reach this silo's peer server (default: this host's name and "
+                        "--peer-port)")
+    g.add_argument("--peer-listen", metavar="HOST:PORT", help="address the peer server binds (default 0.0.0.0:PORT)")
+    g.add_argument("--peer-cert", help="this silo's peer certificate (OUT/silos/silo-N.pem of `fedsim deploy "
+                                       "certs --topology`); the CA is --root-certificates")
+    g.add_argument("--peer-key", help="its private key (OUT/silos/silo-N.key)")
     p.add_argument("--dry-run", action="store_true")
     p.set_defaults(func=cmd_supernode)
 
