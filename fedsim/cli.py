@@ -58,8 +58,9 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="local learning rate")
     p.add_argument("--task-option", action="append", metavar="KEY=VALUE", help="task option (repeatable)")
     p.add_argument("--checkpoint-every", type=int, default=10, help="rounds between checkpoints (default 10)")
-    p.add_argument("--compute-ms", type=float,
-                   help="compute time per local step for the simulated clock (default: measured)")
+    p.add_argument("--compute-ms", type=_compute_ms, metavar="MS|measure",
+                   help="compute time per local step for the simulated clock (default: the task's fixed "
+                        "reference step time, the same on every machine; 'measure': measure it here)")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue an interrupted run from its last checkpoint (its config.json gives the rest)")
     p.add_argument("--data-plane", default="auto", choices=("auto", "hub", "grpc"),
@@ -71,6 +72,16 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--peer-timeout", type=float, default=60.0,
                    help="peer data plane: seconds a silo waits for an in-neighbour's model before it "
                         "counts that silo lost and mixes without it (default 60)")
+
+
+def _compute_ms(value: str):
+    """``--compute-ms``: a positive number of ms, or ``measure``."""
+    if value == "measure":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects a number of ms or 'measure', got {value!r}") from None
 
 
 def training_config(args, network: str, **extra):

@@ -41,9 +41,10 @@ class RunConfig:
         Seconds to wait for replies in a round (None: wait for all).
     workers : int
         Parallel ClientApp actors in simulation (0: one per core).
-    compute_ms : float or None
-        Compute time of one local step for the simulated clock; None measures
-        the task's step on this machine once per run.
+    compute_ms : float, "measure" or None
+        Compute time of one local step for the simulated clock. None: the
+        task's fixed reference step time (the same clock on every machine);
+        ``"measure"``: measure the step on this machine once per run.
     inject_fault : str or None
         ``"SILO:ROUND"``: that silo's ClientApp raises in that round (to
         exercise failure handling).
@@ -78,7 +79,7 @@ class RunConfig:
     checkpoint_every: int = 10
     round_timeout: float | None = None
     workers: int = 0
-    compute_ms: float | None = None
+    compute_ms: float | str | None = None
     inject_fault: str | None = None
     profile: dict | None = None
     data_plane: str = "auto"
@@ -104,7 +105,9 @@ class RunConfig:
             raise FedsimError(f"self weight must be in [0, 1], got {self.self_weight}")
         if self.mu < 0:
             raise FedsimError(f"--mu must be >= 0, got {self.mu}")
-        if self.compute_ms is not None:
+        if self.compute_ms is not None and self.compute_ms != "measure":
+            if isinstance(self.compute_ms, str):
+                raise FedsimError(f"--compute-ms expects a number of ms or 'measure', got {self.compute_ms!r}")
             check_positive("--compute-ms", self.compute_ms)
         if self.inject_fault is not None:
             parts = str(self.inject_fault).split(":")

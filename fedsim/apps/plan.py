@@ -9,7 +9,7 @@ the MPI engine all start from it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -24,14 +24,17 @@ def timing_topology(strategy: str) -> str:
 
 
 def resolve_profile(cfg: RunConfig, task):
-    """The task's delay profile: measured once per run, then read from the config."""
+    """The task's delay profile: resolved once per run (the task's reference step time, a measured
+    one with ``compute_ms="measure"``, or ``compute_ms`` itself), then read from the config."""
     from fedsim.topologies.delay import DelayProfile
 
     if cfg.profile is None:
-        measured = task.profile()
-        if cfg.compute_ms is not None:
-            measured = measured.with_overrides(compute_ms=cfg.compute_ms)
-        cfg.profile = asdict(measured)
+        measure = cfg.compute_ms == "measure"
+        prof = task.profile(measure=measure)
+        if cfg.compute_ms is not None and not measure:
+            prof = replace(prof.with_overrides(compute_ms=float(cfg.compute_ms)),
+                           description=prof.description.split(", ")[0] + f", step fixed at {cfg.compute_ms:g} ms")
+        cfg.profile = asdict(prof)
     prof = DelayProfile(**{k: v for k, v in cfg.profile.items() if k != "description"})
     return prof.with_overrides(local_steps=cfg.local_steps)
 

@@ -68,18 +68,20 @@ def _map_silos(grid: Grid, nodes: list[int], n: int, peers: dict | None = None) 
     """
     answers: dict[int, int] = {}  # node -> the silo it reported
     peer_of: dict[int, dict] = {}
+    errors: dict[int, str] = {}  # nodes that answered with an error (a dead node the SuperLink still lists)
     pending = list(nodes)
     deadline = time.monotonic() + QUERY_TIMEOUT_S
     while pending and (left := deadline - time.monotonic()) > 0:
         msgs = [Message(RecordDict({"config": ConfigRecord({})}), nid, "query") for nid in pending]
         for reply in grid.send_and_receive(msgs, timeout=min(QUERY_RETRY_S, left)):
+            node = reply.metadata.src_node_id
             if reply.has_error():
-                raise FedsimError(f"node {reply.metadata.src_node_id} failed to report its silo: "
-                                  f"{reply.error.reason}")
-            answers[reply.metadata.src_node_id] = int(reply.content["metrics"]["silo"])
+                errors[node] = reply.error.reason or f"error code {reply.error.code}"
+                continue
+            answers[node] = int(reply.content["metrics"]["silo"])
             if "peer" in reply.content:
-                peer_of[reply.metadata.src_node_id] = dict(reply.content["peer"])
-        pending = [nid for nid in pending if nid not in answers]
+                peer_of[node] = dict(reply.content["peer"])
+        pending = [nid for nid in pending if nid not in answers and nid not in errors]
     mapping: dict[int, int] = {}
     free = []
     for node in (nd for nd in nodes if nd in answers):
@@ -91,8 +93,9 @@ def _map_silos(grid: Grid, nodes: list[int], n: int, peers: dict | None = None) 
     missing = [s for s in range(n) if s not in mapping]
     if len(free) < len(missing):
         answered = len(mapping) + len(free)
+        why = "; ".join(f"node {nd}: {e}" for nd, e in sorted(errors.items()))[:500]
         raise FedsimError(f"silos {missing} have no SuperNode: {answered} of {len(nodes)} nodes "
-                          f"answered the silo query in time (need {n})")
+                          f"answered the silo query in time (need {n})" + (f"; {why}" if why else ""))
     mapping.update(zip(missing, sorted(free)))
     if peers is not None:
         peers.update({silo: peer_of.get(node, {}) for silo, node in mapping.items()})

@@ -75,17 +75,50 @@ class Task(ABC):
         """Metrics on the silo's test split (``loss`` and :attr:`metric`)."""
 
     # -- delay profile ---------------------------------------------------------
-    def profile(self, steps: int = 5) -> DelayProfile:
-        """Delay profile from the real exchanged size and a measured local step.
+    #: CPU time (ms) of one local step with the default options, measured once (see REFERENCE_HARDWARE):
+    #: the simulated clock's compute time unless a run asks to measure (``--compute-ms measure``).
+    reference_step_ms: float | None = None
+    #: Options that change neither the model nor the cost of a step.
+    CLOCK_NEUTRAL_OPTIONS = frozenset({"lr", "alpha", "label_shift", "style_shift", "beta", "kl_temperature"})
 
-        Model bits = 32 × the number of exchanged float32 values; compute time =
-        the median CPU time of ``steps`` local steps on this machine with one
-        thread (thread CPU time, so a busy machine does not inflate it).
-        """
+    def exchanged_values(self) -> int:
+        """Number of float32 values a silo exchanges per round."""
         torch.manual_seed(0)
         model = self.model()
         keys = set(self.exchanged_keys(model))
-        n_values = sum(v.numel() for k, v in model.state_dict().items() if k in keys)
+        return sum(v.numel() for k, v in model.state_dict().items() if k in keys)
+
+    def profile(self, steps: int = 5, measure: bool = False) -> DelayProfile:
+        """Delay profile: the real exchanged size and the compute time of one local step.
+
+        The compute time is :attr:`reference_step_ms`, a fixed number, so that
+        the simulated clock is the same on every machine and under any load —
+        unless ``measure`` is set, the task has no reference, or its options
+        change the model or the step (then it is measured: the median CPU
+        time of ``steps`` local steps on this machine with one thread).
+
+        Examples
+        --------
+        >>> from fedsim.clients import get_task
+        >>> p = get_task("digits").profile()
+        >>> p.compute_ms == get_task("digits").reference_step_ms, p.model_bits
+        (True, 60736.0)
+        """
+        n_values = self.exchanged_values()
+        neutral = set(self.config) <= self.CLOCK_NEUTRAL_OPTIONS
+        if not measure and neutral and self.reference_step_ms is not None:
+            return DelayProfile(self.name, 32.0 * n_values, float(self.reference_step_ms),
+                                description=f"{self.name} task: {n_values} exchanged values, reference step "
+                                            f"{self.reference_step_ms:g} ms ({REFERENCE_HARDWARE})")
+        return DelayProfile(self.name, 32.0 * n_values, self.measure_step_ms(steps),
+                            description=f"{self.name} task: {n_values} exchanged values, step measured on this "
+                                        f"machine")
+
+    def measure_step_ms(self, steps: int = 5) -> float:
+        """Median CPU time (ms) of one local step on this machine, one thread (thread CPU time,
+        so a busy machine inflates it less than wall time)."""
+        torch.manual_seed(0)
+        model = self.model()
         data = self.partition(0, 1, seed=0)
         gen = torch.Generator().manual_seed(0)
         threads = torch.get_num_threads()
@@ -99,8 +132,10 @@ class Task(ABC):
                 times.append((time.thread_time() - t0) * 1e3)
         finally:
             torch.set_num_threads(threads)
-        return DelayProfile(self.name, 32.0 * n_values, float(np.median(times)),
-                            description=f"{self.name} task: {n_values} exchanged values, measured step")
+        return float(np.median(times))
+
+
+REFERENCE_HARDWARE = "measured once on a 2-core AMD EPYC VM, torch 2.13 CPU, one thread"
 
 
 def prox_term(model: torch.nn.Module, anchor: list[torch.Tensor] | None, mu: float) -> torch.Tensor:

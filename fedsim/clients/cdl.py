@@ -509,6 +509,7 @@ class CDLTask(Task):
     """
 
     name = "cdl"
+    reference_step_ms = 19.2  # CPU ms of one local step, default options (see Task.profile)
     metric = "rmse"
     higher_is_better = False
 

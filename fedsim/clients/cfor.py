@@ -812,6 +812,7 @@ class CFORTask(Task):
     """
 
     name = "cfor"
+    reference_step_ms = 18.7  # CPU ms of one local step, default options (see Task.profile)
     metric = "mcc"
     higher_is_better = True
 

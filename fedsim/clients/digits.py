@@ -33,6 +33,7 @@ class DigitsTask(Task):
     ``batch_size`` (32), ``test_fraction`` (0.2)."""
 
     name = "digits"
+    reference_step_ms = 1.1  # CPU ms of one local step, default options (see Task.profile)
     metric = "accuracy"
 
     def _cfg(self, key: str, default):

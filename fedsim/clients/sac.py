@@ -483,6 +483,7 @@ class SACTask(Task):
     """
 
     name = "sac"
+    reference_step_ms = 9.8  # CPU ms of one local step, default options (see Task.profile)
     metric = "accuracy"
 
     def __init__(self, config: dict | None = None) -> None:

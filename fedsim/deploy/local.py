@@ -385,6 +385,8 @@ class LocalCluster:
 
     def peer_config(self, node: SiloNode) -> dict:
         """The silo's peer data plane settings: its own port on 127.0.0.1 and, with TLS, its certificate."""
+        if not node.peer_port:  # a node without a peer server (e.g. one that only tests admission)
+            return {}
         addr = f"127.0.0.1:{node.peer_port}"
         tls = {}
         if self.silo_certs is not None:
