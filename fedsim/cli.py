@@ -187,17 +187,36 @@ def cmd_networks(args) -> int:
 
 
 # ----------------------------------------------------------------- topology
+def _not_a_strategy(value: str, flag: str) -> None:
+    """Catch the old words: ``--topology ring`` named the wiring; it is the network now."""
+    from fedsim.topologies import TOPOLOGIES
+
+    names = [v.strip() for v in str(value).split(",")]
+    if names and all(n in TOPOLOGIES for n in names):
+        raise FedsimError(f"{flag} is the network (e.g. gaia); {value!r} is a wiring: use --strategy "
+                          f"{value} (fedsim cycle-time: --strategies)")
+
+
 def cmd_topology(args) -> int:
     import fedsim.clients  # noqa: F401  (registers the tasks' delay profiles)
+    from fedsim.errors import unknown_name
     from fedsim.timing.simulate import simulate
-    from fedsim.topologies import build_schedule, connectivity
+    from fedsim.topologies import TOPOLOGIES, build_schedule, connectivity
     from fedsim.topologies.networks import load_network
 
+    from fedsim.apps.plan import timing_topology
+
+    _not_a_strategy(args.network, "--topology")
+    if args.strategy is None:
+        raise FedsimError(f"give the wiring with --strategy NAME ({', '.join(TOPOLOGIES)})")
+    design = timing_topology(args.strategy)
+    if design not in TOPOLOGIES:
+        raise unknown_name("strategy", args.strategy, TOPOLOGIES)
     net = load_network(args.network)
     prof = _profile(args, args.profile)
     check_int_at_least("--t", args.t, 1)
     conn = connectivity(net)
-    sched = build_schedule(args.topology, conn, prof, t=args.t, base=args.base, budget=args.budget)
+    sched = build_schedule(design, conn, prof, t=args.t, base=args.base, budget=args.budget)
     ct = simulate(sched, conn, prof, rounds=args.rounds, seed=args.seed)
     names = net.silos
     full = sched.delays(conn, prof)
@@ -205,7 +224,7 @@ def cmd_topology(args) -> int:
           f"(M={prof.model_bits:g} bit, Tc={prof.compute_ms:g} ms x {prof.local_steps} step(s), "
           f"up/down {prof.upload_bps:g}/{prof.download_bps:g} bit/s, core {prof.core_bps:g} bit/s)")
     label = sched.topology + (f" on {sched.base}, t={args.t}" if sched.base else "")
-    print(f"topology {label}: {len(sched.arcs)} arcs")
+    print(f"strategy {label}: {len(sched.arcs)} arcs")
     if sched.server is not None:
         print(f"server: {names[sched.server]}")
     if sched.is_random:
@@ -249,12 +268,13 @@ def cmd_cycle_time(args) -> int:
     workers = check_int_at_least("--workers", args.workers, 1)
     if args.reproduce_table3:
         return _reproduce_table3(args, workers)
+    _not_a_strategy(args.networks, "--topologies")
     networks = _split(args.networks, BUILTIN_NETWORKS, "network")
-    topologies = _split(args.topologies, TOPOLOGIES, "topology")
+    topologies = _split(args.strategies, TOPOLOGIES, "strategy")
     profiles = _split(args.profiles, ("femnist", "inaturalist", "sent140"), "profile")
     for t in topologies:
         if t not in TOPOLOGIES:
-            raise unknown_name("topology", t, TOPOLOGIES)
+            raise unknown_name("strategy", t, TOPOLOGIES)
     overrides = _overrides(args)
     # Resolve profiles here (a task profile is measured once) and ship them to the workers.
     resolved = {p: _profile(args, p) for p in profiles}
@@ -439,10 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("networks", help="list the built-in networks")
     p.set_defaults(func=cmd_networks)
 
-    p = sub.add_parser("topology", help="build one topology design on a network and print it")
-    p.add_argument("--network", required=True, help="built-in name, zoo:NAME or a .gml path")
-    p.add_argument("--topology", required=True,
-                   help="star, ring, mst, dmbst, matcha, matcha_plus or multigraph")
+    p = sub.add_parser("topology", help="wire the silos of a network one way (a strategy) and print it")
+    p.add_argument("--topology", "--network", dest="network", required=True,
+                   help="the network: built-in name, zoo:NAME or a .gml path")
+    p.add_argument("--strategy",
+                   help="the wiring (required): star, ring, mst, dmbst, matcha, matcha_plus or multigraph "
+                        "(fedavg and fedprox are timed as star)")
     _add_design_flags(p)
     _add_profile_flags(p)
     p.add_argument("--rounds", type=int, help="rounds to simulate (multigraph, MATCHA)")
@@ -451,9 +473,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-states", action="store_true", help="list every state, not the first 12")
     p.set_defaults(func=cmd_topology)
 
-    p = sub.add_parser("cycle-time", help="sweep cycle times over networks x topologies x profiles")
-    p.add_argument("--networks", default="all", help="comma list or 'all' (default)")
-    p.add_argument("--topologies", default="all", help="comma list or 'all' (default)")
+    p = sub.add_parser("cycle-time", help="sweep cycle times over topologies (networks) x strategies x profiles")
+    p.add_argument("--topologies", "--networks", dest="networks", default="all",
+                   help="networks: comma list or 'all' (default)")
+    p.add_argument("--strategies", default="all", help="wirings: comma list or 'all' (default)")
     p.add_argument("--profiles", default="femnist,inaturalist,sent140", help="comma list")
     p.add_argument("--workers", type=int, default=1, help="parallel Ray workers (default 1: sequential)")
     p.add_argument("--out", help="write the table as CSV here")

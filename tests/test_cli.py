@@ -29,8 +29,8 @@ def one_error_line(err: str) -> str:
 
 # --------------------------------------------------------------- bad names
 @pytest.mark.parametrize("argv", [
-    ("topology", "--network", "atlantis", "--topology", "ring"),
-    ("cycle-time", "--networks", "gaia,atlantis", "--topologies", "ring", "--no-progress"),
+    ("topology", "--topology", "atlantis", "--strategy", "ring"),
+    ("cycle-time", "--networks", "gaia,atlantis", "--strategies", "ring", "--no-progress"),
 ])
 def test_unknown_network_lists_the_valid_names(capsys, argv):
     code, out, err = run(capsys, *argv)
@@ -43,8 +43,8 @@ def test_unknown_network_lists_the_valid_names(capsys, argv):
 
 
 @pytest.mark.parametrize("argv", [
-    ("topology", "--network", "gaia", "--topology", "hypercube"),
-    ("cycle-time", "--networks", "gaia", "--topologies", "ring,hypercube", "--no-progress"),
+    ("topology", "--topology", "gaia", "--strategy", "hypercube"),
+    ("cycle-time", "--networks", "gaia", "--strategies", "ring,hypercube", "--no-progress"),
 ])
 def test_unknown_topology_lists_the_valid_names(capsys, argv):
     code, _, err = run(capsys, *argv)
@@ -56,8 +56,8 @@ def test_unknown_topology_lists_the_valid_names(capsys, argv):
 
 
 @pytest.mark.parametrize("argv", [
-    ("topology", "--network", "gaia", "--topology", "ring", "--profile", "mnist"),
-    ("cycle-time", "--networks", "gaia", "--topologies", "ring", "--profiles", "mnist", "--no-progress"),
+    ("topology", "--topology", "gaia", "--strategy", "ring", "--profile", "mnist"),
+    ("cycle-time", "--networks", "gaia", "--strategies", "ring", "--profiles", "mnist", "--no-progress"),
 ])
 def test_unknown_profile_lists_the_valid_names(capsys, argv):
     code, _, err = run(capsys, *argv)
@@ -69,7 +69,7 @@ def test_unknown_profile_lists_the_valid_names(capsys, argv):
 
 
 def test_unknown_multigraph_base(capsys):
-    code, _, err = run(capsys, "topology", "--network", "gaia", "--topology", "multigraph", "--base", "tree")
+    code, _, err = run(capsys, "topology", "--topology", "gaia", "--strategy", "multigraph", "--base", "tree")
     assert code == 2
     assert "ring" in one_error_line(err)
 
@@ -81,8 +81,8 @@ def test_unknown_multigraph_base(capsys):
 ])
 @pytest.mark.parametrize("command", ["topology", "cycle-time"])
 def test_non_positive_capacities_are_refused(capsys, command, flag, value):
-    argv = (["topology", "--network", "gaia", "--topology", "ring"] if command == "topology"
-            else ["cycle-time", "--networks", "gaia", "--topologies", "ring", "--no-progress"])
+    argv = (["topology", "--topology", "gaia", "--strategy", "ring"] if command == "topology"
+            else ["cycle-time", "--networks", "gaia", "--strategies", "ring", "--no-progress"])
     code, out, err = run(capsys, *argv, f"{flag}={value}")  # "=": argparse takes "-1e9" for a flag
     assert code == 2
     line = one_error_line(err)
@@ -97,8 +97,8 @@ def test_non_positive_capacities_are_refused(capsys, command, flag, value):
 ])
 @pytest.mark.parametrize("command", ["topology", "cycle-time"])
 def test_bad_integers_are_refused(capsys, command, extra, needle):
-    argv = (["topology", "--network", "gaia", "--topology", "multigraph"] if command == "topology"
-            else ["cycle-time", "--networks", "gaia", "--topologies", "multigraph", "--no-progress"])
+    argv = (["topology", "--topology", "gaia", "--strategy", "multigraph"] if command == "topology"
+            else ["cycle-time", "--networks", "gaia", "--strategies", "multigraph", "--no-progress"])
     code, _, err = run(capsys, *argv, *extra)
     assert code == 2
     assert needle in one_error_line(err)
@@ -106,7 +106,7 @@ def test_bad_integers_are_refused(capsys, command, extra, needle):
 
 @pytest.mark.parametrize("topology,low", [("multigraph", 1), ("ring", 1), ("matcha", 2)])
 def test_bad_round_counts_are_refused(capsys, topology, low):
-    code, _, err = run(capsys, "topology", "--network", "gaia", "--topology", topology,
+    code, _, err = run(capsys, "topology", "--topology", "gaia", "--strategy", topology,
                        "--rounds", str(low - 1))
     assert code == 2
     assert f"rounds must be an integer >= {low}" in one_error_line(err)
@@ -123,7 +123,7 @@ def test_gml_without_distances_or_coordinates(capsys, tmp_path):
     path = tmp_path / "nodist.gml"
     path.write_text('graph [\n  node [ id 0 label "A" ]\n  node [ id 1 label "B" ]\n'
                     '  edge [ source 0 target 1 ]\n]\n')
-    code, _, err = run(capsys, "topology", "--network", str(path), "--topology", "ring")
+    code, _, err = run(capsys, "topology", "--topology", str(path), "--strategy", "ring")
     assert code == 2
     line = one_error_line(err)
     assert str(path) in line
@@ -137,8 +137,8 @@ def test_disconnected_gml(capsys, tmp_path):
                     '  node [ id 2 label "C" ]\n  node [ id 3 label "D" ]\n'
                     '  edge [ source 0 target 1 distance 10 ]\n'
                     '  edge [ source 2 target 3 distance 10 ]\n]\n')
-    for argv in (("topology", "--network", str(path), "--topology", "ring"),
-                 ("cycle-time", "--networks", str(path), "--topologies", "ring", "--no-progress")):
+    for argv in (("topology", "--topology", str(path), "--strategy", "ring"),
+                 ("cycle-time", "--networks", str(path), "--strategies", "ring", "--no-progress")):
         code, _, err = run(capsys, *argv)
         assert code == 2
         line = one_error_line(err)
@@ -147,7 +147,7 @@ def test_disconnected_gml(capsys, tmp_path):
 
 def test_missing_gml(capsys, tmp_path):
     path = tmp_path / "absent.gml"
-    code, _, err = run(capsys, "topology", "--network", str(path), "--topology", "ring")
+    code, _, err = run(capsys, "topology", "--topology", str(path), "--strategy", "ring")
     assert code == 2
     assert str(path) in one_error_line(err) and "not found" in err
 
@@ -155,17 +155,17 @@ def test_missing_gml(capsys, tmp_path):
 # ------------------------------------------------------------- atomic output
 def test_out_is_written_atomically(capsys, tmp_path):
     out = tmp_path / "cells.csv"
-    code, _, _ = run(capsys, "cycle-time", "--networks", "gaia", "--topologies", "ring",
+    code, _, _ = run(capsys, "cycle-time", "--networks", "gaia", "--strategies", "ring",
                      "--profiles", "femnist", "--out", str(out), "--no-progress")
     assert code == 0
     before = out.read_bytes()
     assert before.startswith(b"network,profile,topology,cycle_time_ms")
     # a failing command aimed at the same file leaves it as it was
-    code, _, err = run(capsys, "cycle-time", "--networks", "atlantis", "--topologies", "ring",
+    code, _, err = run(capsys, "cycle-time", "--networks", "atlantis", "--strategies", "ring",
                        "--out", str(out), "--no-progress")
     assert code == 2
     one_error_line(err)
-    code, _, err = run(capsys, "cycle-time", "--networks", "gaia", "--topologies", "ring",
+    code, _, err = run(capsys, "cycle-time", "--networks", "gaia", "--strategies", "ring",
                        "--core-bps", "0", "--out", str(out), "--no-progress")
     assert code == 2
     assert out.read_bytes() == before
@@ -203,7 +203,7 @@ def test_networks_lists_the_builtin_networks(capsys):
 
 def test_topology_with_plot(capsys, tmp_path):
     png = tmp_path / "map.png"
-    code, out, err = run(capsys, "topology", "--network", "gaia", "--topology", "multigraph",
+    code, out, err = run(capsys, "topology", "--topology", "gaia", "--strategy", "multigraph",
                          "--plot", str(png))
     assert code == 0, err
     assert png.exists() and png.stat().st_size > 0
@@ -213,7 +213,7 @@ def test_topology_with_plot(capsys, tmp_path):
 
 def test_cycle_time_sweep_to_csv(capsys, tmp_path):
     out = tmp_path / "x.csv"
-    code, stdout, err = run(capsys, "cycle-time", "--networks", "gaia,nws", "--topologies", "ring,mst",
+    code, stdout, err = run(capsys, "cycle-time", "--networks", "gaia,nws", "--strategies", "ring,mst",
                             "--profiles", "femnist", "--out", str(out), "--no-progress")
     assert code == 0, err
     with open(out, newline="") as fh:
@@ -240,20 +240,20 @@ def test_calibration_flags_give_the_calibrated_star_time(capsys):
     conn = connectivity(load_network("gaia"))
     cal = deployment_profile(get_profile("femnist"), 900.0, 4.5)
     expected = simulate(build_schedule("star", conn, cal), conn, cal).value
-    code, out, _ = run(capsys, "topology", "--network", "gaia", "--topology", "star", "--local-ms", "900",
+    code, out, _ = run(capsys, "topology", "--topology", "gaia", "--strategy", "star", "--local-ms", "900",
                        "--round-trips", "4.5")
     assert code == 0 and f"cycle time: {expected:.2f} ms" in out
-    code, out, _ = run(capsys, "cycle-time", "--networks", "gaia", "--topologies", "star", "--profiles", "femnist",
+    code, out, _ = run(capsys, "cycle-time", "--networks", "gaia", "--strategies", "star", "--profiles", "femnist",
                        "--local-ms", "900", "--round-trips", "4.5", "--no-progress")
     assert code == 0 and f"| femnist | gaia | {expected:.1f} |" in out
-    plain = run(capsys, "cycle-time", "--networks", "gaia", "--topologies", "star", "--profiles", "femnist",
+    plain = run(capsys, "cycle-time", "--networks", "gaia", "--strategies", "star", "--profiles", "femnist",
                 "--no-progress")[1]
     assert "| femnist | gaia | 289.8 |" in plain  # without the flags: the published value
 
 
 @pytest.mark.parametrize("flag,value", [("--local-ms", "0"), ("--round-trips", "-2"), ("--round-trips", "nan")])
 def test_bad_calibration_is_refused(capsys, flag, value):
-    code, _, err = run(capsys, "topology", "--network", "gaia", "--topology", "star", f"{flag}={value}")
+    code, _, err = run(capsys, "topology", "--topology", "gaia", "--strategy", "star", f"{flag}={value}")
     assert code == 2 and flag in one_error_line(err) and "positive number" in err
 
 
@@ -263,3 +263,15 @@ def test_deploy_resume_needs_a_run_directory(capsys, tmp_path):
     assert code == 2 and "no config.json there" in err.strip().splitlines()[-1]
     code, _, err = run(capsys, *args)
     assert code == 2 and "--topology" in err.strip().splitlines()[-1] and "--resume" in err
+
+
+def test_one_vocabulary_topology_is_the_network(capsys):
+    """--topology names the network in every command; the old use (--topology ring) gets a pointer."""
+    code, out, _ = run(capsys, "topology", "--topology", "gaia", "--strategy", "ring")
+    assert code == 0 and "network gaia: 11 silos" in out and "strategy ring" in out
+    code, out2, _ = run(capsys, "topology", "--network", "gaia", "--strategy", "ring")  # the alias
+    assert code == 0 and out2 == out
+    code, _, err = run(capsys, "topology", "--network", "gaia", "--topology", "ring")
+    assert code == 2 and "--topology is the network (e.g. gaia); 'ring' is a wiring: use --strategy ring" in err
+    code, _, err = run(capsys, "cycle-time", "--topologies", "star,ring", "--no-progress")
+    assert code == 2 and "use --strategy" in err and "--strategies" in err
