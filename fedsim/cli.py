@@ -7,6 +7,8 @@ and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
 import json
 import sys
 from collections.abc import Sequence
@@ -524,6 +526,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # --engine mpi starts itself under mpiexec
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C works even if inherited as ignored
     try:
         return int(args.func(args) or 0)
     except FedsimError as exc:

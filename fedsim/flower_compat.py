@@ -69,6 +69,7 @@ import time as _time
 import types
 from collections.abc import Sequence
 
+from fedsim import interrupt
 from fedsim.errors import FedsimError
 
 TESTED = ("1.42",)  # Flower minor versions whose internals the patches below were checked against
@@ -159,12 +160,12 @@ def fast_engine_poll(interval: float = ENGINE_FALLBACK_S) -> None:
 
     def send_and_receive(self, messages, *, timeout=None):
         # InMemoryGrid.send_and_receive (Flower 1.42), waiting on the reply event
-        # instead of sleeping for pull_interval.
+        # instead of sleeping for pull_interval, and returning on the user's Ctrl-C.
         msg_ids = set(self.push_messages(messages))
         del messages
         end_time = _time.time() + (timeout if timeout is not None else 0.0)
         ret = []
-        while timeout is None or _time.time() < end_time:
+        while (timeout is None or _time.time() < end_time) and not interrupt.requested():
             _REPLY_STORED.clear()
             res_msgs = self.pull_messages(msg_ids)
             ret.extend(res_msgs)

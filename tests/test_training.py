@@ -172,34 +172,57 @@ def test_resume_matches_uninterrupted(net_path, tmp_path):
             assert ra[col] == rb[col], (col, ra[col], rb[col])
 
 
-def test_killed_run_resumes(net_path, tmp_path):
-    """Kill a real `fedsim run` process mid-run, resume it, compare with an uninterrupted run."""
+@pytest.fixture(scope="module")
+def ring12(net_path, tmp_path_factory) -> Path:
+    """An uninterrupted 12-round ring run, the reference of the interrupted ones."""
+    ref = tmp_path_factory.mktemp("ring12")
+    _run(net_path, ref, "ring", 12)
+    return ref
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+def test_interrupted_run_resumes(net_path, tmp_path, ring12, how):
+    """Stop a real `fedsim run` process mid-run — killed, or Ctrl-C to its process group as a terminal
+    sends it — resume it, and compare with an uninterrupted run. Ctrl-C ends the run within seconds,
+    with its completed rounds and a checkpoint on disk, and leaves no Ray process behind."""
+    import os
+    import signal
     import time
 
-    ref = tmp_path / "ref"
-    _run(net_path, ref, "ring", 12)
-    out = tmp_path / "killed"
+    out = tmp_path / "stopped"
     cmd = [sys.executable, "-m", "fedsim.cli", "run", "--topology", net_path, "--strategy", "ring",
-           "--rounds", "12", "--seed", "3", "--checkpoint-every", "1", "--compute-ms", "2.0", "--out", str(out), "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+           "--rounds", "12", "--seed", "3", "--checkpoint-every", "1", "--compute-ms", "2.0", "--out", str(out),
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 300
         while time.time() < deadline:
             if (out / "rounds.csv").exists() and len(_rows(out)) >= 3:
                 break
             time.sleep(0.05)
-        import os
-        import signal
-
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(proc.pid, getattr(signal, how))
+        t0 = time.time()
+        err = proc.communicate(timeout=60)[1]
+        took = time.time() - t0
     finally:
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     done = len(_rows(out))
     assert 3 <= done < 13, f"the run was not interrupted mid-way ({done} rows)"
+    if how == "SIGINT":
+        assert proc.returncode == 130 and "fedsim: interrupted" in err and "Traceback" not in err, err[-2000:]
+        assert took < 20, f"Ctrl-C took {took:.1f} s to end the run"
+        with np.load(out / "checkpoint.npz") as z:  # every completed round is on disk and resumable
+            assert json.loads(str(z["meta"]))["round"] == done  # rows 0..done-1 + the pending one
+        import psutil
+
+        left = [p for p in psutil.process_iter(["cmdline"]) if str(out) in " ".join(p.info["cmdline"] or [])]
+        assert left == []
     rc = subprocess.run([sys.executable, "-m", "fedsim.cli", "run", "--resume", str(out), "--no-progress"],
                         capture_output=True, text=True, timeout=300)
     assert rc.returncode == 0, rc.stderr[-2000:]
-    a, b = _rows(ref), _rows(out)
+    a, b = _rows(ring12), _rows(out)
     assert len(a) == len(b) == 13
     for ra, rb in zip(a, b):
         assert (ra["eval_metric"], ra["train_loss"], ra["sim_cum_ms"]) == (rb["eval_metric"], rb["train_loss"], rb["sim_cum_ms"])

@@ -31,6 +31,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
+from fedsim import interrupt
 from fedsim.apps.config import RunConfig
 from fedsim.apps.plan import RunPlan, resolve_profile, timing_topology  # noqa: F401 - public names
 from fedsim.apps.records import SILO_STATE_DIR, RunRecorder
@@ -236,9 +237,17 @@ def hub_rounds(grid: Grid, plan: RunPlan, book: Book, strategy, base_cfg: dict, 
         strategy.models = models.astype(np.float32)
         strategy.n_examples = np.asarray(meta["n_examples"], float)
     for k in range(book.start, cfg.rounds + 1):
+        if interrupt.requested():
+            book.stop_reason = f"interrupted after round {k - 1}"
+            book.checkpoint(k - 1, strategy.models, n_examples=strategy.n_examples.tolist())
+            return
         msgs = list(strategy.configure_train(k, None, ConfigRecord(base_cfg | {"round": k}), grid))
         t0 = time.perf_counter()
         replies = list(grid.send_and_receive(msgs, timeout=cfg.round_timeout))
+        if interrupt.requested():  # the replies of an interrupted round are not applied
+            book.stop_reason = f"interrupted during round {k}"
+            book.checkpoint(k - 1, strategy.models, n_examples=strategy.n_examples.tolist())
+            return
         book.bytes["hub_array_bytes"] += _array_bytes(msgs) + _array_bytes(replies)
         before = strategy.models
         strategy.aggregate_train(k, replies)
@@ -310,6 +319,9 @@ def peer_rounds(grid: Grid, plan: RunPlan, book: Book, node_of_silo: dict[int, i
     session = f"{cfg.key()}-{uuid.uuid4().hex[:12]}"  # peers of another run (or its stopped ClientApps) are refused
     k = book.start
     while k <= cfg.rounds:
+        if interrupt.requested():
+            book.stop_reason = f"interrupted after round {k - 1}"
+            return
         last = min(cfg.rounds, ((k - 1) // cfg.sync_interval + 1) * cfg.sync_interval)
         msgs, sent_to = [], []
         for silo in range(n):

@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 
 from fedsim import flower_compat
+from fedsim import interrupt
 from fedsim.apps.config import RunConfig
 
 
@@ -75,9 +76,13 @@ def run_simulation(cfg: RunConfig, run_dir: Path, progress: bool = True, resume:
         "init_args": {"num_cpus": cores, "include_dashboard": False, "_temp_dir": ray_tmp,
                       "logging_level": logging.ERROR, "log_to_driver": False},
     }
+    interrupt.reset()
     try:
         flwr.simulation.run_simulation(server_app=app, client_app=client_app, num_supernodes=n,
                                        backend_config=backend_config)
+    except KeyboardInterrupt:
+        interrupt.request()  # the round loop (another thread) checkpoints and ends at the next round
+        raise
     except RuntimeError as exc:
         cause = exc.__cause__ or exc
         if isinstance(cause, sa.FedsimError):
@@ -85,6 +90,8 @@ def run_simulation(cfg: RunConfig, run_dir: Path, progress: bool = True, resume:
         raise
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+    if interrupt.requested():
+        raise KeyboardInterrupt
     if not result:
         raise sa.FedsimError(f"the simulation ended without completing the run; see {run_dir}")
     return result
