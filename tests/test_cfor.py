@@ -38,7 +38,6 @@ from fedsim.clients.cfor_retrieval import (
     ExactIndex,
     Features,
     OntologyIndex,
-    add_retrieve_parser,
     attribute_map_at_k,
     average_precision_at_k,
     make_index,
@@ -489,8 +488,10 @@ def test_two_rounds_three_silos_on_ray_then_retrieve(tmp_path, tri_network):
         allowed = index.candidate_leaves(int(res.query.region[qi]), int(res.query.category[qi]), 5)
         assert set(run.database.category[res.ids[qi]].tolist()) <= set(allowed)
 
+    from fedsim.cli import retrieve as retrieve_cli
+
     parser = argparse.ArgumentParser()
-    add_retrieve_parser(parser.add_subparsers(dest="command"))
+    retrieve_cli.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["retrieve", str(run_dir), "--silo", "1", "--item", "2", "-k", "3", "--json"])
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):

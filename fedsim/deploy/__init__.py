@@ -2,7 +2,7 @@
 
 The same ClientApp as simulation (:mod:`fedsim.apps.client_app`) runs on
 each silo's SuperNode; the SuperLink runs fedsim's round loop
-(:mod:`fedsim.deploy.serverapp`). ``fedsim deploy`` (:mod:`fedsim.deploy.cli`)
+(:mod:`fedsim.deploy.serverapp`). ``fedsim deploy`` (:mod:`fedsim.cli.deploy`)
 writes certificates and node keys, prints and runs the exact
 ``flower-superlink`` / ``flower-supernode`` / ``flwr`` command lines, and starts
 a whole deployment on localhost (:mod:`fedsim.deploy.local`);

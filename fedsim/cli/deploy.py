@@ -1,7 +1,7 @@
 """``fedsim deploy ...``: certificates, keys, SuperLink, SuperNodes, runs, a local cluster.
 
 Wired into the ``fedsim`` command by :func:`add_deploy_parser`; also runnable
-as ``python -m fedsim.deploy``. TLS and SuperNode authentication are on by
+TLS and SuperNode authentication are on by
 default; ``--insecure`` must be given explicitly and prints a warning.
 """
 
@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fedsim.errors import FedsimError, check_int_at_least, check_positive
+from fedsim.errors import FedsimError, check_positive
 
 RUN_CONNECTION = "fedsim"  # the SuperLink connection `deploy run` writes into its FLWR_HOME
 INSECURE_WARNING = ("WARNING: --insecure: TLS is off; models and metrics travel unencrypted and "
@@ -178,7 +178,7 @@ def cmd_supernode(args) -> int:
 
 # ----------------------------------------------------------------- run
 def _run_config(args):
-    from fedsim.cli import training_config
+    from fedsim.cli.common import training_config
 
     net = _network(args)
     cfg = training_config(args, args.topology_spec, round_timeout=args.round_timeout)
@@ -207,7 +207,7 @@ def _resumed(args):
     minimum it ran with unless given again), or ``None``."""
     if not args.resume:
         return None
-    from fedsim.cli import resumed_config
+    from fedsim.cli.common import resumed_config
     from fedsim.topologies.networks import load_network
 
     out = Path(args.resume).resolve()
@@ -272,7 +272,7 @@ def _report(outcome: dict, out: Path) -> int:
     status = server.get("status") or outcome.get("sub_status")
     s = server.get("summary")
     if s:
-        from fedsim.cli import print_summary
+        from fedsim.cli.common import print_summary
 
         print_summary(s, wall="measured")
     if server.get("lost"):
@@ -318,7 +318,7 @@ def cmd_local(args) -> int:
                    f"{'-' + str(args.silos) if args.silos else ''}-{args.strategy}-{args.task}").resolve()
         if (out / "rounds.csv").exists() and not args.overwrite:
             raise FedsimError(f"{out} already holds a run; use --resume {out}, another --out or --overwrite")
-        from fedsim.cli import RUN_FILES
+        from fedsim.cli.common import RUN_FILES
 
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
@@ -352,7 +352,7 @@ def _add_tls_client(p: argparse.ArgumentParser) -> None:
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
-    from fedsim.cli import add_training_flags
+    from fedsim.cli.common import add_training_flags
 
     add_training_flags(p)
     p.add_argument("--out", help="run directory (on the SuperLink's machine)")
@@ -370,7 +370,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=3600, help="give up following the run after this many s")
 
 
-def add_deploy_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``deploy {certs,keys,superlink,supernode,run,local}`` on a subparsers object."""
     d = subparsers.add_parser("deploy", help="run on Flower's deployment engine (SuperLink/SuperNodes)",
                               description="Deploy on Flower's deployment engine. TLS and SuperNode "

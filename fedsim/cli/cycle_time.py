@@ -1,0 +1,91 @@
+"""``fedsim cycle-time``: cycle times over topologies x strategies x profiles; the published table."""
+
+from __future__ import annotations
+
+import sys
+
+from fedsim.cli.common import (
+    add_design_flags,
+    add_profile_flags,
+    not_a_strategy,
+    profile_overrides,
+    resolved_profile,
+    split_names,
+)
+from fedsim.errors import check_int_at_least
+
+
+def cmd_cycle_time(args) -> int:
+    import fedsim.clients  # noqa: F401  (registers the tasks' delay profiles)
+    from fedsim.errors import unknown_name
+    from fedsim.timing.sweep import SweepConfig, markdown_table, run_sweep, write_csv
+    from fedsim.topologies import TOPOLOGIES
+    from fedsim.topologies.networks import BUILTIN_NETWORKS, load_network
+
+    workers = check_int_at_least("--workers", args.workers, 1)
+    if args.reproduce_table3:
+        return _reproduce_table3(args, workers)
+    not_a_strategy(args.networks, "--topologies")
+    networks = split_names(args.networks, BUILTIN_NETWORKS, "network")
+    topologies = split_names(args.strategies, TOPOLOGIES, "strategy")
+    profiles = split_names(args.profiles, ("femnist", "inaturalist", "sent140"), "profile")
+    for t in topologies:
+        if t not in TOPOLOGIES:
+            raise unknown_name("strategy", t, TOPOLOGIES)
+    overrides = profile_overrides(args)
+    # Resolve profiles here (a task profile is measured once) and ship them to the workers.
+    resolved = {p: resolved_profile(args, p) for p in profiles}
+    for n in networks:
+        load_network(n)
+    check_int_at_least("--t", args.t, 1)
+    configs = [SweepConfig(n, p, tuple(sorted(overrides.items())), args.t, args.budget, args.seed,
+                           resolved=resolved[p])
+               for p in profiles for n in networks]
+    rows = run_sweep(configs, topologies, workers=workers, progress=not args.no_progress)
+    print(markdown_table(rows, topologies))
+    if args.out:
+        write_csv(args.out, rows)
+        print(f"\nwrote {len(rows)} rows to {args.out}")
+    return 0
+
+
+def _reproduce_table3(args, workers: int) -> int:
+    from fedsim.timing import table3
+
+    cells = table3.reproduce(workers=workers, progress=not args.no_progress)
+    print("fedsim / published (ratio); '!' marks a cell outside its tolerance\n")
+    print(table3.report(cells))
+    print("\nlargest deviation per column:")
+    for topo, c in table3.worst_per_column(cells).items():
+        print(f"  {topo:<12} {100 * (c.ratio - 1):+.2f}%  ({c.profile}/{c.network}; tolerance "
+              f"{100 * c.tolerance:.0f}%)")
+    bad = [c for c in cells if not c.ok]
+    if args.out:
+        from fedsim.io import atomic_write_text
+
+        lines = ["profile,network,topology,fedsim_ms,published_ms,ratio,tolerance,ok"]
+        lines += [f"{c.profile},{c.network},{c.topology},{c.fedsim:.4f},{c.published},{c.ratio:.5f},"
+                  f"{c.tolerance},{c.ok}" for c in cells]
+        atomic_write_text(args.out, "\n".join(lines) + "\n")
+        print(f"\nwrote {len(cells)} cells to {args.out}")
+    if bad:
+        print(f"\n{len(bad)} of {len(cells)} cells outside tolerance", file=sys.stderr)
+        return 1
+    print(f"\nall {len(cells)} cells within tolerance")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("cycle-time", help="sweep cycle times over topologies (networks) x strategies x profiles")
+    p.add_argument("--topologies", "--networks", dest="networks", default="all",
+                   help="networks: comma list or 'all' (default)")
+    p.add_argument("--strategies", default="all", help="wirings: comma list or 'all' (default)")
+    p.add_argument("--profiles", default="femnist,inaturalist,sent140", help="comma list")
+    p.add_argument("--workers", type=int, default=1, help="parallel Ray workers (default 1: sequential)")
+    p.add_argument("--out", help="write the table as CSV here")
+    p.add_argument("--reproduce-table3", action="store_true",
+                   help="recompute the published table; exit 1 if a cell is out of tolerance")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_design_flags(p)
+    add_profile_flags(p, default_profile=None)
+    p.set_defaults(func=cmd_cycle_time)

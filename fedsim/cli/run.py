@@ -1,0 +1,124 @@
+"""``fedsim run``: train on Flower's Simulation Engine (Ray) or on MPI ranks."""
+
+from __future__ import annotations
+
+from fedsim.cli.common import (
+    RUN_FILES,
+    add_training_flags,
+    print_summary,
+    resumed_config,
+    training_config,
+)
+from fedsim.errors import FedsimError, check_int_at_least
+
+
+def _new_run_dir(args):
+    """``(cfg, run_dir)`` of a new ``fedsim run``: validated, the run folder prepared (``--overwrite``)."""
+    from pathlib import Path
+
+    from fedsim.apps.records import SILO_STATE_DIR
+    from fedsim.topologies.networks import first_silos_gml, load_network
+
+    network = args.network or args.topology
+    if network is None:
+        raise FedsimError("give the network with --topology NAME (or --network NAME), e.g. --topology gaia")
+    net = load_network(network)  # fail on a bad network before anything is written
+    stem = Path(network).stem.replace(":", "-") + (f"-{args.silos}" if args.silos else "")
+    run_dir = Path(args.out or f"runs/{stem}-{args.strategy}-{args.task}-s{args.seed}")
+    if args.silos:
+        check_int_at_least("--silos", args.silos, 2)
+        if args.silos > net.n_silos:
+            raise FedsimError(f"--silos {args.silos}: network {net.name} has only {net.n_silos} silos")
+    cfg = training_config(args, network, max_failed_rounds=args.max_failed_rounds,
+                          round_timeout=args.round_timeout, workers=args.workers,
+                          inject_fault=args.inject_fault)
+    if (run_dir / "rounds.csv").exists() and not args.overwrite:
+        raise FedsimError(f"{run_dir} already holds a run; use --resume {run_dir}, another --out, or --overwrite")
+    if args.overwrite:
+        import shutil
+
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / SILO_STATE_DIR, ignore_errors=True)  # the silos' own kept parameters
+    if args.silos:
+        cfg.network = first_silos_gml(network, args.silos, run_dir)
+    return cfg, run_dir
+
+
+def cmd_run(args) -> int:
+    from pathlib import Path
+
+    if args.engine == "mpi":
+        return _run_mpi(args)
+    if args.resume:
+        run_dir = Path(args.resume)
+        cfg = resumed_config(args, run_dir)
+    else:
+        cfg, run_dir = _new_run_dir(args)
+    from fedsim.apps.simulation import run_simulation
+
+    s = run_simulation(cfg, run_dir, progress=not args.no_progress, resume=bool(args.resume))
+    print_summary(s)
+    print(f"  run directory: {run_dir}")
+    return 0
+
+
+def _run_mpi(args) -> int:
+    """``--engine mpi``: start ``mpiexec -n NP`` (``--np``) or, under mpiexec, be one silo's rank."""
+    from pathlib import Path
+
+    from fedsim.apps import mpi
+
+    if not mpi.under_mpiexec():
+        if args.np is None:
+            raise FedsimError("--engine mpi needs --np N (one rank per silo), or start fedsim under mpiexec -n N")
+        check_int_at_least("--np", args.np, 1)
+        if not args.resume:
+            _new_run_dir(args)  # validate and prepare here, before any rank starts
+        argv = [a for i, a in enumerate(args.argv) if a != "--np" and not (i and args.argv[i - 1] == "--np")
+                and not a.startswith("--np=") and a != "--overwrite"]
+        return mpi.launch(args.np, argv)
+    from mpi4py import MPI
+
+    rank = MPI.COMM_WORLD.Get_rank()
+    prepared = None
+    if rank == 0:
+        try:
+            if args.resume:
+                prepared = (resumed_config(args, Path(args.resume)), Path(args.resume))
+            else:
+                prepared = _new_run_dir(args)
+        except FedsimError as exc:
+            prepared = exc
+    prepared = MPI.COMM_WORLD.bcast(prepared, root=0)
+    if isinstance(prepared, FedsimError):
+        if rank == 0:
+            raise prepared
+        return 2
+    cfg, run_dir = prepared
+    s = mpi.run_mpi(cfg, run_dir, progress=not args.no_progress and rank == 0, resume=bool(args.resume))
+    if s is not None:
+        print_summary(s)
+        print(f"  run directory: {run_dir}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("run", help="train on Flower's Simulation Engine (Ray), in-process, or on MPI ranks")
+    p.add_argument("--topology", help="the network (built-in name, zoo:NAME or .gml), e.g. gaia")
+    p.add_argument("--network", help="same as --topology")
+    add_training_flags(p)
+    p.add_argument("--out", help="run directory (default runs/NETWORK-STRATEGY-TASK-sSEED)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    p.add_argument("--workers", type=int, default=0, help="parallel ClientApp actors (default: up to 2)")
+    p.add_argument("--max-failed-rounds", type=int, default=1,
+                   help="stop after this many rounds with a failed silo (default 1)")
+    p.add_argument("--round-timeout", type=float, help="seconds to wait for a round's replies")
+    p.add_argument("--inject-fault", metavar="SILO:ROUND", help="make a silo's ClientApp raise (testing)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--silos", type=int, help="use the first N silos of --topology, fully connected")
+    p.add_argument("--engine", choices=("ray", "mpi"), default="ray",
+                   help="ray: Flower's Simulation Engine (default); mpi: one MPI rank per silo, models peer "
+                        "to peer, no Flower process (decentralized strategies)")
+    p.add_argument("--np", type=int, help="--engine mpi: start mpiexec with this many ranks (= silos)")
+    p.set_defaults(func=cmd_run)
