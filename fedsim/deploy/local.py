@@ -32,7 +32,7 @@ from pathlib import Path
 
 from fedsim.apps.config import RunConfig
 from fedsim.deploy import appdir, certs, commands, keys
-from fedsim.deploy.procs import ProcessSet, free_port
+from fedsim.deploy.procs import ProcessSet, free_port, listening_port
 from fedsim.errors import FedsimError
 from fedsim.io import atomic_write_text
 
@@ -366,7 +366,8 @@ class LocalCluster:
             dial = self.address
             if self.links and i in self.links:
                 dial = "%s:%d" % tuple(self.links[i])
-            node = SiloNode(i, name, k, free_port(), dial, free_port())
+            peer_port = listening_port(taken={n.peer_port for n in self.nodes})  # bound only during runs
+            node = SiloNode(i, name, k, free_port(), dial, peer_port)
             self.nodes.append(node)
             self.start_node(node)
         self.wait_nodes(len(names), ready_timeout)

@@ -66,6 +66,28 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def listening_port(host: str = "127.0.0.1", low: int = 20000, high: int = 32000, taken=()) -> int:
+    """A free port below Linux's ephemeral range (32768-60999), for a server that binds it later.
+
+    A port from :func:`free_port` is ephemeral: between now and the bind, any outgoing connection of
+    this machine may take it. Ports in ``[low, high)`` are never handed out that way.
+    """
+    import random
+
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(low, high)
+        if port in taken:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port in {low}..{high - 1} on {host}")
+
+
 def processes_with_env(key: str, value: str) -> list[int]:
     """Live PIDs whose environment holds ``key=value`` (finds strays of one deployment)."""
     needle = f"{key}={value}".encode() + b"\0"

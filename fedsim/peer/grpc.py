@@ -40,6 +40,10 @@ CHUNK_BYTES = 1 << 20
 SERVICE = "fedsim.peer.Peer"
 METHOD = f"/{SERVICE}/Send"
 _OPTIONS = [("grpc.max_receive_message_length", 4 * CHUNK_BYTES), ("grpc.max_send_message_length", 4 * CHUNK_BYTES)]
+# A receiver's peer server comes up when its ClientApp starts, possibly after the sender's first send:
+# retry the connection every 50-500 ms, not with gRPC's default backoff (1 s, growing to 2 min).
+_CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.min_reconnect_backoff_ms", 50),
+                    ("grpc.max_reconnect_backoff_ms", 500)]
 
 
 def silo_dns(silo: int) -> str:
@@ -183,12 +187,12 @@ class GrpcTransport(Transport):
                 raise FedsimError(f"silo {self.silo} has no address for silo {dst}")
             addr = self.directory[dst]
             if self.tls is None:
-                self._channels[dst] = grpc.insecure_channel(addr, options=_OPTIONS)
+                self._channels[dst] = grpc.insecure_channel(addr, options=_OPTIONS + _CHANNEL_OPTIONS)
             else:
                 creds = grpc.ssl_channel_credentials(root_certificates=self.tls.ca, private_key=self.tls.key,
                                                      certificate_chain=self.tls.cert)
                 self._channels[dst] = grpc.secure_channel(
-                    addr, creds, options=_OPTIONS + [("grpc.ssl_target_name_override", silo_dns(dst))])
+                    addr, creds, options=_OPTIONS + _CHANNEL_OPTIONS + [("grpc.ssl_target_name_override", silo_dns(dst))])
         return self._channels[dst]
 
     def _send(self, dst: int, header: dict, array: np.ndarray) -> str | None:
