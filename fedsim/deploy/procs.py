@@ -66,7 +66,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def listening_port(host: str = "127.0.0.1", low: int = 20000, high: int = 32000, taken=()) -> int:
+def listening_port(host: str = "127.0.0.1", low: int = 10000, high: int = 20000, taken=()) -> int:
     """A free port below Linux's ephemeral range (32768-60999), for a server that binds it later.
 
     A port from :func:`free_port` is ephemeral: between now and the bind, any outgoing connection of
