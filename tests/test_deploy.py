@@ -526,12 +526,25 @@ def _metric_columns(path: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k.startswith(METRIC_PREFIXES)} for r in rows]
 
 
-def _revive(cluster, silo: int) -> None:
-    """Start a silo's SuperNode again after a test killed it."""
-    node = cluster.nodes[silo]
-    if not cluster.procs.alive(f"supernode-{silo}"):
-        cluster.start_node(node)
-        cluster.wait_nodes(len(cluster.nodes), 120)
+def _revive(cluster, silo: int, timeout: float = 240) -> None:
+    """Start a silo's SuperNode again after a test killed it. Flower re-admits its key only once the
+    old node has missed its heartbeats; until then the new SuperNode's activation is refused and it
+    exits, so try again until it stays up."""
+    import time
+
+    name = f"supernode-{silo}"
+    deadline = time.time() + timeout
+    while not cluster.procs.alive(name) and time.time() < deadline:
+        cluster.start_node(cluster.nodes[silo])
+        up = time.time() + 15
+        while time.time() < up and cluster.procs.alive(name):
+            time.sleep(0.5)
+        if not cluster.procs.alive(name):
+            time.sleep(5)
+    assert cluster.procs.alive(name), f"silo {silo}'s SuperNode could not rejoin: " + cluster.procs.tail(name)
+    online = time.time() + 120
+    while time.time() < online and len([n for n in cluster.client.node_status() if n["status"] == "online"]) < 3:
+        time.sleep(0.5)
 
 
 @pytest.mark.slow

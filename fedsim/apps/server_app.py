@@ -74,14 +74,22 @@ def _map_silos(grid: Grid, nodes: list[int], n: int, peers: dict | None = None) 
     deadline = time.monotonic() + QUERY_TIMEOUT_S
     while pending and (left := deadline - time.monotonic()) > 0:
         msgs = [Message(RecordDict({"config": ConfigRecord({})}), nid, "query") for nid in pending]
+        unplaced: list[str] = []  # error replies the SuperLink wrote for a node (their source is not the node)
         for reply in grid.send_and_receive(msgs, timeout=min(QUERY_RETRY_S, left)):
             node = reply.metadata.src_node_id
             if reply.has_error():
-                errors[node] = reply.error.reason or f"error code {reply.error.code}"
+                why = reply.error.reason or f"error code {reply.error.code}"
+                if node in pending:
+                    errors[node] = why
+                else:
+                    unplaced.append(why)
                 continue
             answers[node] = int(reply.content["metrics"]["silo"])
             if "peer" in reply.content:
                 peer_of[node] = dict(reply.content["peer"])
+        silent = [nid for nid in pending if nid not in answers and nid not in errors]
+        if unplaced and len(unplaced) >= len(silent):  # every silent node got an error reply
+            errors.update({nid: unplaced[0] for nid in silent})
         pending = [nid for nid in pending if nid not in answers and nid not in errors]
     mapping: dict[int, int] = {}
     free = []
