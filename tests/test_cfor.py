@@ -472,7 +472,7 @@ def test_two_rounds_three_silos_on_ray_then_retrieve(tmp_path, tri_network):
     assert all(-1 <= float(r["eval_metric"]) <= 1 for r in rows)
     assert float(rows[-1]["eval_loss"]) < float(rows[0]["eval_loss"])
 
-    from fedsim.clients.cfor_retrieval import load_run, retrieve
+    from fedsim.clients.cfor_run import load_run, retrieve
 
     run = load_run(run_dir)
     with np.load(run_dir / "checkpoint.npz") as z:
@@ -481,7 +481,7 @@ def test_two_rounds_three_silos_on_ray_then_retrieve(tmp_path, tri_network):
     res = retrieve(run_dir, run.parts[0].x_test[:2], k=5)
     assert res.ids.shape == (2, 5) and (res.ids >= 0).all() and (res.ids < len(run.database)).all()
     # every result lies in the leaves the coarse stage allows for the query's predicted category
-    from fedsim.clients.cfor_retrieval import _cached_index
+    from fedsim.clients.cfor_run import _cached_index
 
     index = _cached_index(str(run_dir.resolve()), "flat")
     for qi in range(2):

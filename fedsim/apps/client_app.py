@@ -23,9 +23,15 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 
 from fedsim.clients import get_task
@@ -165,7 +171,7 @@ def evaluate(msg: Message, context: Context) -> Message:
 # ----------------------------------------------------------------------------- peer rounds
 def _peer_identity(context: Context) -> int | None:
     """The silo index in this node's peer certificate (``None`` without TLS)."""
-    from fedsim.deploy.certs import silo_of_certificate
+    from fedsim.peer.identity import silo_of_certificate
 
     cert = context.node_config.get("peer-cert")
     if not cert:

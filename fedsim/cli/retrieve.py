@@ -9,14 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedsim.clients.cfor_retrieval import (
-    INDEX_KINDS,
-    LEVELS,
-    _cached_index,
-    _cached_run,
-    relevance,
-    retrieve,
-)
+from fedsim.clients.cfor_retrieval import INDEX_KINDS, LEVELS, relevance
 from fedsim.errors import FedsimError, check_int_at_least
 
 if TYPE_CHECKING:
@@ -47,6 +40,8 @@ def _names(onto: Ontology, attrs: np.ndarray) -> list[str]:
 
 def cmd_retrieve(args) -> int:
     """Handler of ``fedsim retrieve``: print the query's predictions and its top-k."""
+
+    from fedsim.clients.cfor_run import _cached_index, _cached_run, retrieve
 
     check_int_at_least("-k", args.k, 1)
     run = _cached_run(str(Path(args.run_dir).resolve()))

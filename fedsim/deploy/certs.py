@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedsim.errors import FedsimError
+from fedsim.peer.identity import certificate_sans, silo_dns, silo_of_certificate  # noqa: F401 - public here too
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1")
 
@@ -207,9 +208,9 @@ def generate_silo_certificates(certs_dir: str | os.PathLike, names: list[str], d
     made = []
     for i, name in enumerate(names):
         key = ec.generate_private_key(ec.SECP256R1())
-        sans = [x509.DNSName(f"silo-{i}.fedsim"),
+        sans = [x509.DNSName(silo_dns(i)),
                 x509.UniformResourceIdentifier(SILO_URI.format(index=i, name=quote(str(name), safe="")))]
-        cert = _leaf(key, f"silo-{i}.fedsim", sans,
+        cert = _leaf(key, silo_dns(i), sans,
                      [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH], ca_key, ca_cert, now, until)
         made.append((cert, key))
     out.mkdir(parents=True, exist_ok=True)
@@ -217,18 +218,3 @@ def generate_silo_certificates(certs_dir: str | os.PathLike, names: list[str], d
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         _write_key(key_path, key)
     return paths
-
-
-def silo_of_certificate(path: str | os.PathLike) -> int | None:
-    """The silo index a peer certificate was issued for (``None``: not a silo certificate)."""
-    for san in certificate_sans(path):
-        if san.startswith("silo-") and san.endswith(".fedsim") and san[5:-7].isdigit():
-            return int(san[5:-7])
-    return None
-
-
-def certificate_sans(path: str | os.PathLike) -> list[str]:
-    """The host names and IP addresses a certificate file is valid for."""
-    cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
-    ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    return [str(n.value) for n in ext]

@@ -34,6 +34,7 @@ import numpy as np
 
 from fedsim.errors import FedsimError
 from fedsim.peer import peer_pb2
+from fedsim.peer.identity import silo_dns
 from fedsim.peer.transport import Mailbox, Transport
 
 CHUNK_BYTES = 1 << 20
@@ -44,11 +45,6 @@ _OPTIONS = [("grpc.max_receive_message_length", 4 * CHUNK_BYTES), ("grpc.max_sen
 # retry the connection every 50-500 ms, not with gRPC's default backoff (1 s, growing to 2 min).
 _CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.min_reconnect_backoff_ms", 50),
                     ("grpc.max_reconnect_backoff_ms", 500)]
-
-
-def silo_dns(silo: int) -> str:
-    """The DNS name in silo ``silo``'s certificate (and the name peers dial it by)."""
-    return f"silo-{int(silo)}.fedsim"
 
 
 @dataclass(frozen=True)
