@@ -387,6 +387,20 @@ def _run(cluster, net_path, out: Path, rounds: int, on_trace=None, min_silos: in
     return outcome, trace
 
 
+def _stop_after_round(cluster, cfg: RunConfig, out: Path, k: int) -> dict:
+    """Submit ``cfg`` and stop the run (``flwr stop``) once round ``k`` is on record; returns its outcome."""
+    run_id = cluster.submit(cfg, out)
+    stopped = []
+
+    def stop(rec):
+        if rec["round"] >= k and not stopped:
+            stopped.append(cluster.client.stop_run(run_id))
+
+    first = cluster.client.follow(run_id, out, cfg.rounds, timeout=400, on_trace=stop)
+    assert stopped == [True] and first["sub_status"] == "stopped", first
+    return first
+
+
 def _fingerprints(trace, k, prefix, silos):
     return np.array([[trace[k]["train"][str(s)][f"{prefix}_sum"], trace[k]["train"][str(s)][f"{prefix}_signed"]]
                      for s in silos])
@@ -477,15 +491,7 @@ def test_stopped_run_resumes_from_its_checkpoint(cluster, net_path, tmp_path):
     assert outcome["serverapp"]["status"] == "completed", outcome
 
     out = tmp_path / "stopped"
-    run_id = cluster.submit(cfg, out)
-    stopped = []
-
-    def stop_after_round_3(rec):
-        if rec["round"] >= 3 and not stopped:
-            stopped.append(cluster.client.stop_run(run_id))
-
-    first = cluster.client.follow(run_id, out, cfg.rounds, timeout=400, on_trace=stop_after_round_3)
-    assert stopped == [True] and first["sub_status"] == "stopped", first
+    first = _stop_after_round(cluster, cfg, out, 3)
     assert first["serverapp"]["status"] == "stopped" and not (out / "summary.json").exists()
     done = checkpoint_round(out)
     assert done in (2, 4)  # the last checkpoint before the stop
@@ -600,15 +606,7 @@ def test_peer_plane_resumes_from_the_silos_state(cluster, net_path, tmp_path):
     assert outcome["serverapp"]["status"] == "completed", outcome
     cfg = RunConfig(network=net_path, task="digits", rounds=6, compute_ms=2.0, task_options={"lr": 0.3}, **kw)
     out = tmp_path / "stopped"
-    run_id = cluster.submit(cfg, out)
-    stopped = []
-
-    def stop_after_round_3(rec):
-        if rec["round"] >= 3 and not stopped:
-            stopped.append(cluster.client.stop_run(run_id))
-
-    first = cluster.client.follow(run_id, out, cfg.rounds, timeout=400, on_trace=stop_after_round_3)
-    assert stopped == [True] and first["sub_status"] == "stopped", first
+    _stop_after_round(cluster, cfg, out, 3)
     done = checkpoint_round(out)
     assert done in (4,)  # rounds arrive two at a time (one sync): the stop lands after round 4's sync
     skip = prepare_resume(out)

@@ -235,6 +235,16 @@ def _array_bytes(messages) -> int:
     return total
 
 
+def _final_evaluation(book: Book, replies, on_round=None, strategy=None) -> None:
+    """Close the last row with the silos' evaluation of their final models."""
+    from fedsim.strategies.base import RoundOutcome
+
+    evals = {int(m["silo"]): m for m in (dict(r.content["metrics"]) for r in replies if not r.has_error())}
+    book.finish(evals)
+    if on_round:
+        on_round(book.cfg.rounds + 1, RoundOutcome(train=evals), strategy)
+
+
 # ----------------------------------------------------------------------------- the hub loop
 def hub_rounds(grid: Grid, plan: RunPlan, book: Book, strategy, base_cfg: dict, on_round=None,
                resumed: tuple | None = None) -> None:
@@ -275,16 +285,7 @@ def hub_rounds(grid: Grid, plan: RunPlan, book: Book, strategy, base_cfg: dict, 
     msgs = list(strategy.configure_evaluate(cfg.rounds, None, ConfigRecord(base_cfg | {"round": cfg.rounds + 1}),
                                             grid))
     book.bytes["hub_array_bytes"] += _array_bytes(msgs)
-    evals = {}
-    for reply in grid.send_and_receive(msgs, timeout=cfg.round_timeout):
-        if not reply.has_error():
-            m = dict(reply.content["metrics"])
-            evals[int(m["silo"])] = m
-    book.finish(evals)
-    if on_round:
-        from fedsim.strategies.base import RoundOutcome
-
-        on_round(cfg.rounds + 1, RoundOutcome(train=evals), strategy)
+    _final_evaluation(book, grid.send_and_receive(msgs, timeout=cfg.round_timeout), on_round, strategy)
     book.checkpoint(cfg.rounds, strategy.models, n_examples=strategy.n_examples.tolist())
 
 
@@ -392,16 +393,7 @@ def peer_rounds(grid: Grid, plan: RunPlan, book: Book, node_of_silo: dict[int, i
         k = last + 1
     msgs = [Message(RecordDict({"config": ConfigRecord(base_cfg | {"round": cfg.rounds + 1})}), node_of_silo[s],
                     "evaluate.peer", group_id="peer-final") for s in range(n) if s not in lost]
-    evals = {}
-    for reply in _exchange(grid, msgs, cfg.round_timeout, grace=2 * cfg.peer_timeout + 5.0):
-        if not reply.has_error():
-            m = dict(reply.content["metrics"])
-            evals[int(m["silo"])] = m
-    book.finish(evals)
-    if on_round:
-        from fedsim.strategies.base import RoundOutcome
-
-        on_round(cfg.rounds + 1, RoundOutcome(train=evals), None)
+    _final_evaluation(book, _exchange(grid, msgs, cfg.round_timeout, grace=2 * cfg.peer_timeout + 5.0), on_round)
     book.checkpoint(cfg.rounds, np.zeros((0, 0), np.float32), lost={str(s): w for s, w in lost.items()})
     if lost:
         book.extra_summary["lost"] = {str(s): lost_round[s] for s in lost}
