@@ -275,3 +275,12 @@ def test_one_vocabulary_topology_is_the_network(capsys):
     assert code == 2 and "--topology is the network (e.g. gaia); 'ring' is a wiring: use --strategy ring" in err
     code, _, err = run(capsys, "cycle-time", "--topologies", "star,ring", "--no-progress")
     assert code == 2 and "use --strategy" in err and "--strategies" in err
+
+
+def test_mpi_engine_refuses_hub_strategies_before_starting(capsys, tmp_path):
+    code, _, err = run(capsys, "run", "--engine", "mpi", "--np", "3", "--topology", "gaia", "--strategy", "fedavg",
+                       "--out", str(tmp_path / "r"))
+    assert code == 2 and "--engine mpi runs decentralized strategies" in err and not (tmp_path / "r").exists()
+    code, _, err = run(capsys, "run", "--engine", "mpi", "--topology", "gaia", "--strategy", "ring",
+                       "--out", str(tmp_path / "r"))
+    assert code == 2 and "--engine mpi needs --np N" in err

@@ -68,7 +68,11 @@ def _run_mpi(args) -> int:
     from pathlib import Path
 
     from fedsim.apps import mpi
+    from fedsim.strategies import DECENTRALIZED
 
+    if not args.resume and args.strategy not in DECENTRALIZED:
+        raise FedsimError(f"--engine mpi runs decentralized strategies ({', '.join(DECENTRALIZED)}); "
+                          f"{args.strategy} needs a hub: use the default engine")
     if not mpi.under_mpiexec():
         if args.np is None:
             raise FedsimError("--engine mpi needs --np N (one rank per silo), or start fedsim under mpiexec -n N")
