@@ -175,7 +175,7 @@ class Book:
             if self.min_silos is not None and answered < self.min_silos:
                 return (f"round {k}: only {answered} of {n} silos answered (--min-silos {self.min_silos}); "
                         f"failed: silo(s) {sorted(failed)} ({reasons})")
-            if self.min_silos is None and self.failed_rounds >= cfg.max_failed_rounds:
+            if self.failed_rounds >= cfg.max_failed_rounds:
                 return (f"round {k}: silo(s) {sorted(failed)} failed ({reasons}); stopping after "
                         f"{self.failed_rounds} failed round(s) (--max-failed-rounds {cfg.max_failed_rounds})")
         sim_ms = float(self.plan.clock.round_ms[k - 1])
