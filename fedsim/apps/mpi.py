@@ -166,7 +166,7 @@ def _record(book, gathered: list[dict], first: int, last: int) -> bool:
             book.stop_reason = stop
             return True
     _write_times(book.dir, reports)
-    book.rec.write_rounds()
+    book.rec.append_rounds()
     book.checkpoint(last, np.zeros((0, 0), np.float32))
     return False
 

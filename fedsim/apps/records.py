@@ -97,12 +97,33 @@ class RunRecorder:
 
     # -- files ----------------------------------------------------------------
     def write_rounds(self) -> None:
+        """Rewrite ``rounds.csv`` atomically with every committed row."""
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for r in self.rows:
             w.writerow({k: _fmt(v) for k, v in r.items()})
         atomic_write_text(self.dir / "rounds.csv", buf.getvalue())
+        self._written = (len(self.rows), self.columns)
+
+    def append_rounds(self) -> None:
+        """Add the rows committed since the last write (every round: linear, not quadratic, in the
+        rounds). Falls back to a full rewrite when the file or its columns are not the ones written."""
+        path = self.dir / "rounds.csv"
+        written = getattr(self, "_written", None)
+        if written is None or written[1] != self.columns or not path.exists():
+            self.write_rounds()
+            return
+        new = self.rows[written[0]:]
+        if not new:
+            return
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n")
+        for r in new:
+            w.writerow({k: _fmt(v) for k, v in r.items()})
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(buf.getvalue())
+        self._written = (len(self.rows), self.columns)
 
     def checkpoint(self, rnd: int, models: np.ndarray, extra: dict) -> None:
         """Save everything needed to continue after round ``rnd``."""
@@ -118,6 +139,7 @@ class RunRecorder:
             return None
         models, meta = _read_checkpoint(path)
         self.rows = _read_rows(self.dir / "rounds.csv")[: meta["rows"]]
+        self._written = None  # rows after the checkpoint are dropped: the next write rewrites the file
         self.extra = list(meta.get("extra", []))
         self.pending = meta["pending"]
         self.failures = meta.get("failures", [])
@@ -158,13 +180,16 @@ def _read_rows(path: Path) -> list[dict]:
     with open(path, newline="") as fh:
         for raw in csv.DictReader(fh):
             row = {}
-            for k, v in raw.items():
-                if k == "failed":
-                    row[k] = v
-                elif k == "round":
-                    row[k] = int(v)
-                elif v not in ("", None):  # an empty cell stays empty when the rows are written again
-                    row[k] = float(v)
+            try:
+                for k, v in raw.items():
+                    if k == "failed":
+                        row[k] = v
+                    elif k == "round":
+                        row[k] = int(v)
+                    elif v not in ("", None):  # an empty cell stays empty when the rows are written again
+                        row[k] = float(v)
+            except (TypeError, ValueError):  # a last row cut short by a kill mid-append
+                break
             rows.append(row)
     return rows
 

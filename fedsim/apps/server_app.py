@@ -278,7 +278,7 @@ def hub_rounds(grid: Grid, plan: RunPlan, book: Book, strategy, base_cfg: dict, 
             book.stop_reason = stop
             book.checkpoint(k - 1, before, n_examples=strategy.n_examples.tolist())
             return
-        book.rec.write_rounds()
+        book.rec.append_rounds()
         if k % cfg.checkpoint_every == 0:
             book.checkpoint(k, strategy.models, n_examples=strategy.n_examples.tolist())
     # Evaluate the final models to close the last row.
@@ -388,7 +388,7 @@ def peer_rounds(grid: Grid, plan: RunPlan, book: Book, node_of_silo: dict[int, i
                 book.checkpoint(r - 1, np.zeros((0, 0), np.float32), lost=lost)
                 return
         _write_times(book.dir, reports)
-        book.rec.write_rounds()
+        book.rec.append_rounds()
         book.checkpoint(last, np.zeros((0, 0), np.float32), lost={str(s): w for s, w in lost.items()})
         k = last + 1
     msgs = [Message(RecordDict({"config": ConfigRecord(base_cfg | {"round": cfg.rounds + 1})}), node_of_silo[s],
