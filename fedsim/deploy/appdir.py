@@ -8,27 +8,49 @@ sends it to the SuperLink. fedsim's app folder holds a single
 imported from the fedsim installed on each machine; its
 ``[tool.flwr.app.config]`` carries the run configuration. The ``flwr`` CLI
 finds SuperLinks in ``$FLWR_HOME/config.toml``; :func:`write_connection`
-adds one there (address, CA certificate or ``insecure``).
+adds one there (address, CA certificate or ``insecure``). Both files are
+read with :mod:`tomllib` and written with ``tomli_w``, atomically.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tomllib
 from pathlib import Path
 
+import tomli_w
+
 from fedsim.apps.config import RunConfig
+from fedsim.io import atomic_write_text
 
 SERVERAPP = "fedsim.deploy.serverapp:app"
 CLIENTAPP = "fedsim.apps.client_app:app"
 
 
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    return json.dumps(str(v))  # a JSON string is a valid TOML basic string
+def _read_toml(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    with open(path, "rb") as fh:
+        return tomllib.load(fh)
+
+
+def app_document(cfg: RunConfig, out: str | os.PathLike, poll_s: float, min_silos: int = 0,
+                 pull_backoff_s: float = 0.0, resume: bool = False, peer_links: dict | None = None) -> dict:
+    """The app folder's ``pyproject.toml`` as a dict (see :func:`write_app`)."""
+    config = {"fedsim-config": json.dumps(json.loads(cfg.to_json()), sort_keys=True),
+              "out": str(Path(out).resolve()), "poll-s": float(poll_s), "min-silos": int(min_silos),
+              "pull-backoff-s": float(pull_backoff_s), "resume": bool(resume),
+              "peer-links": json.dumps(peer_links or {}, sort_keys=True)}
+    return {
+        "build-system": {"requires": ["setuptools>=68"], "build-backend": "setuptools.build_meta"},
+        "project": {"name": "fedsim-deploy", "version": "0.1.0",
+                    "description": "A fedsim training run on a Flower deployment",
+                    "license": "Apache-2.0", "dependencies": []},
+        "tool": {"flwr": {"app": {"publisher": "fedsim",
+                                  "components": {"serverapp": SERVERAPP, "clientapp": CLIENTAPP},
+                                  "config": config}}},
+    }
 
 
 def write_app(app_dir: str | os.PathLike, cfg: RunConfig, out: str | os.PathLike,
@@ -37,66 +59,34 @@ def write_app(app_dir: str | os.PathLike, cfg: RunConfig, out: str | os.PathLike
     """Write the app folder for one run (``resume``: continue ``out`` from its checkpoint); returns its path."""
     app_dir = Path(app_dir)
     app_dir.mkdir(parents=True, exist_ok=True)
-    config = {"fedsim-config": json.dumps(json.loads(cfg.to_json()), sort_keys=True),
-              "out": str(Path(out).resolve()), "poll-s": float(poll_s), "min-silos": int(min_silos),
-              "pull-backoff-s": float(pull_backoff_s), "resume": bool(resume),
-              "peer-links": json.dumps(peer_links or {}, sort_keys=True)}
-    lines = [
-        "[build-system]",
-        'requires = ["setuptools>=68"]',
-        'build-backend = "setuptools.build_meta"',
-        "",
-        "[project]",
-        'name = "fedsim-deploy"',
-        'version = "0.1.0"',
-        'description = "A fedsim training run on a Flower deployment"',
-        'license = "Apache-2.0"',
-        "dependencies = []",
-        "",
-        "[tool.flwr.app]",
-        'publisher = "fedsim"',
-        "",
-        "[tool.flwr.app.components]",
-        f'serverapp = "{SERVERAPP}"',
-        f'clientapp = "{CLIENTAPP}"',
-        "",
-        "[tool.flwr.app.config]",
-        *[f"{k} = {_toml_value(v)}" for k, v in config.items()],
-        "",
-    ]
-    (app_dir / "pyproject.toml").write_text("\n".join(lines), encoding="utf-8")
+    doc = app_document(cfg, out, poll_s, min_silos, pull_backoff_s, resume, peer_links)
+    atomic_write_text(app_dir / "pyproject.toml", tomli_w.dumps(doc))
     return app_dir
+
+
+def read_app_config(app_dir: str | os.PathLike) -> dict:
+    """The ``[tool.flwr.app.config]`` table of an app folder."""
+    return _read_toml(Path(app_dir) / "pyproject.toml")["tool"]["flwr"]["app"]["config"]
 
 
 def write_connection(flwr_home: str | os.PathLike, name: str, address: str,
                      root_cert: str | os.PathLike | None = None, insecure: bool = False) -> Path:
-    """Add (or replace) SuperLink connection ``name`` in ``FLWR_HOME/config.toml``."""
+    """Add (or replace) SuperLink connection ``name`` in ``FLWR_HOME/config.toml``.
+
+    Other connections and settings in the file are kept; ``[superlink] default``
+    is set to ``name`` only when the file names no default yet.
+    """
     home = Path(flwr_home)
     home.mkdir(parents=True, exist_ok=True)
     path = home / "config.toml"
-    sections: dict[str, list[str]] = {}
-    order: list[str] = []
-    current = ""
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.startswith("["):
-                current = line.strip()
-                order.append(current)
-                sections[current] = []
-            elif current:
-                sections[current].append(line)
-    body = [f"address = {json.dumps(address)}"]
+    doc = _read_toml(path)
+    links = doc.setdefault("superlink", {})
+    body: dict = {"address": address}
     if insecure:
-        body.append("insecure = true")
+        body["insecure"] = True
     else:
-        body.append(f"root-certificates = {json.dumps(str(Path(root_cert).resolve()))}")
-    head = f"[superlink.{name}]"
-    if head not in sections:
-        order.append(head)
-    sections[head] = body + [""]
-    if "[superlink]" not in sections:
-        order.insert(0, "[superlink]")
-        sections["[superlink]"] = [f"default = {json.dumps(name)}", ""]
-    text = "\n".join(line for h in order for line in [h, *sections[h]])
-    path.write_text(text.rstrip() + "\n", encoding="utf-8")
+        body["root-certificates"] = str(Path(root_cert).resolve())
+    links.setdefault("default", name)
+    links[name] = body
+    atomic_write_text(path, tomli_w.dumps(doc))
     return path

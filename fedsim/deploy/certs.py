@@ -12,6 +12,7 @@ SuperLink with the CA certificate (``--root-certificates`` /
     DIR/server.pem   the SuperLink certificate, SANs = the given hosts
     DIR/server.key   the SuperLink private key (0600)
 
+The files are written all or nothing (:mod:`fedsim.deploy.files`).
 Keys are ECDSA P-256 with SHA-256 signatures. The server certificate carries
 ``subjectAltName`` entries for every host (IP addresses as ``iPAddress``,
 names as ``dNSName``): clients check the address they dial against them, so
@@ -31,6 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fedsim.deploy.files import write_files
 from fedsim.errors import FedsimError
 from fedsim.peer.identity import certificate_sans, silo_dns, silo_of_certificate  # noqa: F401 - public here too
 
@@ -75,13 +77,9 @@ def parse_hosts(hosts: str | list[str] | tuple[str, ...]) -> list[x509.GeneralNa
     return names
 
 
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+def _key_bytes(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(path, 0o600)
 
 
 def generate_certificates(out: str | os.PathLike, hosts=DEFAULT_HOSTS, days: int = 365,
@@ -104,9 +102,9 @@ def generate_certificates(out: str | os.PathLike, hosts=DEFAULT_HOSTS, days: int
     sans = parse_hosts(hosts)
     out = Path(out)
     paths = CertPaths(out / "ca.crt", out / "ca.key", out / "server.pem", out / "server.key")
-    if not overwrite and any(p.exists() for p in (paths.ca_key, paths.server_key)):
+    if not overwrite and any(p.exists() for p in (paths.ca_cert, paths.ca_key, paths.server_cert,
+                                                  paths.server_key)):
         raise FedsimError(f"{out} already holds keys; use another --out or --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)  # tolerate clock skew
     until = now + dt.timedelta(days=days)
 
@@ -130,10 +128,10 @@ def generate_certificates(out: str | os.PathLike, hosts=DEFAULT_HOSTS, days: int
 
     key = ec.generate_private_key(ec.SECP256R1())
     cert = _leaf(key, str(sans[0].value), sans, [ExtendedKeyUsageOID.SERVER_AUTH], ca_key, ca_cert, now, until)
-    paths.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(paths.ca_key, ca_key)
-    paths.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(paths.server_key, key)
+    write_files(out, {"ca.crt": (ca_cert.public_bytes(serialization.Encoding.PEM), 0o644),
+                      "ca.key": (_key_bytes(ca_key), 0o600),
+                      "server.pem": (cert.public_bytes(serialization.Encoding.PEM), 0o644),
+                      "server.key": (_key_bytes(key), 0o600)}, overwrite=overwrite)
     return paths
 
 
@@ -213,8 +211,9 @@ def generate_silo_certificates(certs_dir: str | os.PathLike, names: list[str], d
         cert = _leaf(key, silo_dns(i), sans,
                      [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH], ca_key, ca_cert, now, until)
         made.append((cert, key))
-    out.mkdir(parents=True, exist_ok=True)
+    content = {}
     for (cert_path, key_path), (cert, key) in zip(paths, made):
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        _write_key(key_path, key)
+        content[cert_path.name] = (cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        content[key_path.name] = (_key_bytes(key), 0o600)
+    write_files(out, content, overwrite=overwrite)
     return paths

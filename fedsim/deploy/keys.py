@@ -22,6 +22,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from fedsim.deploy.files import write_files
 from fedsim.errors import FedsimError
 
 
@@ -46,28 +47,29 @@ def safe_name(name: str) -> str:
     return s or "silo"
 
 
-def write_node_key(out: Path, name: str, overwrite: bool = False) -> NodeKey:
-    """Generate one P-384 key pair named ``name`` in ``out``."""
-    priv_path = out / f"{name}.key"
-    pub_path = out / f"{name}.key.pub"
-    if priv_path.exists() and not overwrite:
-        raise FedsimError(f"{priv_path} exists; use another --out or --overwrite")
+def _key_pair(name: str) -> tuple[bytes, bytes]:
+    """A fresh P-384 pair: (private key in OpenSSH format, ``ecdsa-sha2-nistp384 AAAA... NAME``)."""
     key = ec.generate_private_key(ec.SECP384R1())
     priv = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                              serialization.NoEncryption())
     pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                         serialization.PublicFormat.OpenSSH)
-    fd = os.open(priv_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(priv)
-    os.chmod(priv_path, 0o600)
-    pub_path.write_bytes(pub + b" " + name.encode() + b"\n")
-    return NodeKey(name, priv_path, pub_path)
+    return priv, pub + b" " + name.encode() + b"\n"
+
+
+def write_node_key(out: Path, name: str, overwrite: bool = False) -> NodeKey:
+    """Generate one P-384 key pair named ``name`` in ``out`` (both files or neither)."""
+    return generate_node_keys(out, names=[name], overwrite=overwrite)[0]
 
 
 def generate_node_keys(out: str | os.PathLike, n: int | None = None, names: list[str] | None = None,
                        overwrite: bool = False) -> list[NodeKey]:
-    """Write one key pair per silo: ``names`` if given, else ``silo-0 .. silo-{n-1}``."""
+    """Write one key pair per silo: ``names`` if given, else ``silo-0 .. silo-{n-1}``.
+
+    All or nothing: the pairs are written into a temporary folder next to
+    ``out`` and renamed into place (:func:`fedsim.deploy.files.write_files`);
+    after an error no new key is left and files that were there are unchanged.
+    """
     if names is None:
         if n is None or n < 1:
             raise FedsimError(f"--nodes must be an integer >= 1, got {n!r}")
@@ -76,8 +78,13 @@ def generate_node_keys(out: str | os.PathLike, n: int | None = None, names: list
     if len(set(files)) != len(files):
         raise FedsimError("silo names must give distinct key file names")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return [write_node_key(out, f, overwrite) for f in files]
+    content: dict[str, tuple[bytes, int]] = {}
+    for f in files:
+        priv, pub = _key_pair(f)
+        content[f"{f}.key"] = (priv, 0o600)
+        content[f"{f}.key.pub"] = (pub, 0o644)
+    write_files(out, content, overwrite=overwrite)
+    return [NodeKey(f, out / f"{f}.key", out / f"{f}.key.pub") for f in files]
 
 
 def public_key_matches(private: str | os.PathLike, public: str | os.PathLike) -> bool:

@@ -4,7 +4,7 @@ Every command runs in its own session (``start_new_session``), so its process
 group holds it and the children it forks in that group. Flower's SuperLink
 starts its SuperExec in a *new* session, so a process group is not enough:
 before stopping, :meth:`ProcessSet.stop` snapshots each process's whole tree
-from ``/proc`` (parent links) and signals every PID in it: SIGTERM, a grace
+(parent links, read with ``psutil``) and signals every PID in it: SIGTERM, a grace
 period, then SIGKILL for what is left. Nothing is matched by name.
 """
 
@@ -18,45 +18,24 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-
-def _ppid_map() -> dict[int, int]:
-    out = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # Field 2 (comm) may hold spaces or parentheses: split after the last ')'.
-        rest = stat[stat.rfind(b")") + 2:].split()
-        out[int(d)] = int(rest[1])
-    return out
+import psutil
 
 
 def descendants(pid: int) -> list[int]:
     """PIDs of all live descendants of ``pid`` (children first)."""
-    ppid = _ppid_map()
-    children: dict[int, list[int]] = {}
-    for p, pp in ppid.items():
-        children.setdefault(pp, []).append(p)
-    out, todo = [], list(children.get(pid, []))
-    while todo:
-        p = todo.pop(0)
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
+    try:
+        kids = psutil.Process(pid).children(recursive=True)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+    return [k.pid for k in kids]
 
 
 def is_alive(pid: int) -> bool:
     """Whether ``pid`` exists and is not a zombie."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
-    return stat[stat.rfind(b")") + 2:].split()[0] not in (b"Z", b"X")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -90,18 +69,15 @@ def listening_port(host: str = "127.0.0.1", low: int = 10000, high: int = 20000,
 
 def processes_with_env(key: str, value: str) -> list[int]:
     """Live PIDs whose environment holds ``key=value`` (finds strays of one deployment)."""
-    needle = f"{key}={value}".encode() + b"\0"
     found = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit() or int(d) == os.getpid():
+    for proc in psutil.process_iter():
+        if proc.pid == os.getpid():
             continue
         try:
-            with open(f"/proc/{d}/environ", "rb") as fh:
-                env = fh.read() + b"\0"
-        except OSError:
+            if proc.environ().get(key) == value and is_alive(proc.pid):
+                found.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-        if (b"\0" + needle) in (b"\0" + env) and is_alive(int(d)):
-            found.append(int(d))
     return found
 
 
