@@ -5,24 +5,226 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from fedsim.errors import FedsimError, check_int_at_least, check_positive
+
+# The names users type, listed in --help without importing the registries (numpy, torch...);
+# tests/test_bad_input.py checks that they equal the registries.
+TASK_NAMES = ("digits", "cdl", "gcd", "cfor", "sac")
+STRATEGY_NAMES = ("fedavg", "fedprox", "star", "ring", "mst", "dmbst", "matcha", "matcha_plus", "multigraph")
+WIRING_NAMES = ("star", "ring", "mst", "dmbst", "matcha", "matcha_plus", "multigraph")
+BASE_NAMES = ("ring", "mst", "dmbst", "star")
+PUBLISHED_PROFILE_NAMES = ("synthetic", "shakespeare", "femnist", "sent140", "inaturalist")
+PROFILE_NAMES = PUBLISHED_PROFILE_NAMES + TASK_NAMES
+NETWORK_NAMES = ("gaia", "nws", "geant", "exodus", "ebone")
+NETWORK_HELP = f"built-in ({', '.join(NETWORK_NAMES)}), zoo:NAME or a .gml path"
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+SEED_MAX = 2**32 - 1
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``fedsim CMD: error: ...`` and exit code 2 (no usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(str(message).split())}\n")
+
+
+# ----------------------------------------------------------------- argparse types: one check per kind of value
+def _typed(name: str, check: Callable[[str], object]) -> Callable[[str], object]:
+    check.__name__ = name  # argparse names the type in its messages
+    return check
+
+
+def _finite(text: str, what: str) -> float:
+    try:
+        v = float(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expects {what}, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expects {what}, got {text!r}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    v = _finite(text, "a finite number > 0")
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expects a finite number > 0, got {text!r}")
+    return v
+
+
+def nonneg_float(text: str) -> float:
+    """A finite number >= 0."""
+    v = _finite(text, "a finite number >= 0")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expects a finite number >= 0, got {text!r}")
+    return v
+
+
+def fraction(text: str) -> float:
+    """A number in (0, 1]."""
+    v = _finite(text, "a number in (0, 1]")
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"expects a number in (0, 1], got {text!r}")
+    return v
+
+
+def int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An integer in ``low..high`` (``high=None``: no upper bound)."""
+    what = f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
+
+    def check(text: str) -> int:
+        try:
+            v = int(str(text).strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects {what}, got {text!r}") from None
+        if v < low or (high is not None and v > high):
+            raise argparse.ArgumentTypeError(f"expects {what}, got {text!r}")
+        return v
+
+    return _typed(what, check)
+
+
+port = int_in(1, 65535)
+seed = int_in(0, SEED_MAX)
+
+
+def host_port(text: str) -> str:
+    """``HOST:PORT`` with a port in 1..65535 (``[v6]:PORT`` for IPv6)."""
+    host, sep, p = str(text).rpartition(":")
+    if not sep or not host.strip("[]") or not p.isdigit() or not 0 < int(p) < 65536:
+        raise argparse.ArgumentTypeError(f"expects HOST:PORT with a port in 1..65535, got {text!r}")
+    return text
+
+
+def _check_parent(path: Path, text: str) -> None:
+    """The nearest existing folder above ``path`` must be a folder we can write into."""
+    parent = path.parent
+    while not parent.exists():
+        if parent == parent.parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: {parent} is not a folder")
+    import tempfile
+
+    try:  # os.access says yes to root everywhere (even /proc): try it, leaving nothing behind
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError:
+        raise argparse.ArgumentTypeError(f"{text!r}: cannot write in {parent}") from None
+
+
+def out_file(*suffixes: str) -> Callable[[str], str]:
+    """An output file: one of ``suffixes`` (none: any), a writable folder above it, not a folder itself."""
+
+    def check(text: str) -> str:
+        if not str(text).strip():
+            raise argparse.ArgumentTypeError("expects a file name, got ''")
+        path = Path(text).expanduser()
+        if suffixes and path.suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(f"expects a file ending in {', '.join(suffixes)}, got {text!r}")
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file name")
+        _check_parent(path, text)
+        return text
+
+    return _typed("output file", check)
+
+
+def out_dir(text: str) -> str:
+    """An output folder: not an existing file, a writable folder above it."""
+    if not str(text).strip():
+        raise argparse.ArgumentTypeError("expects a folder name, got ''")
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder")
+    _check_parent(path, text)
+    return text
+
+
+def existing_file(text: str) -> str:
+    """An input file that exists."""
+    if not Path(text).expanduser().is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text!r}")
+    return text
+
+
+def existing_dir(text: str) -> str:
+    """An input folder that exists."""
+    if not Path(text).expanduser().is_dir():
+        raise argparse.ArgumentTypeError(f"no such folder: {text!r}")
+    return text
+
+
+def refuse_existing(path, flag: str, overwrite: bool) -> None:
+    """An output file that exists is replaced only with ``--overwrite``."""
+    if path is not None and Path(path).exists() and not overwrite:
+        raise FedsimError(f"{flag} {path} already exists; give another {flag} or --overwrite to replace it")
+
+
+def check_task_options(task: str, options: dict) -> dict:
+    """The task's own check of its options (``fedsim.clients.parse_options``), where it exists."""
+    import fedsim.clients as clients
+
+    if hasattr(clients, "parse_options"):
+        clients.parse_options(task, dict(options))
+    return options
+
+
+def check_silos(net, n: int | None) -> None:
+    """``--silos N``: 2..the network's silo count, and the network has the coordinates it needs."""
+    if not n:
+        return
+    if not 2 <= n <= net.n_silos:
+        raise FedsimError(f"--silos must be within 2..{net.n_silos} (network {net.name}), got {n}")
+    if any(c is None for c in (net.coords or [None])[:n]):
+        raise FedsimError(f"--silos needs silo coordinates; network {net.name} has none")
+
+
+def check_fault(spec: str | None, n_silos: int, rounds: int) -> None:
+    """``--inject-fault SILO:ROUND`` names a silo and a round the run has."""
+    if spec is None:
+        return
+    parts = str(spec).split(":")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise FedsimError(f"--inject-fault expects SILO:ROUND (integers), got {spec!r}")
+    silo, rnd = (int(p) for p in parts)
+    if silo >= n_silos:
+        raise FedsimError(f"--inject-fault {spec}: silo must be in 0..{n_silos - 1}, got {silo}")
+    if not 1 <= rnd <= rounds:
+        raise FedsimError(f"--inject-fault {spec}: round must be in 1..{rounds}, got {rnd}")
+
+
+def fedprox_warning(strategy: str, local_steps: int) -> None:
+    """FedProx with one local step equals FedAvg (its proximal term is zero at the anchor): say so."""
+    import sys
+
+    if strategy == "fedprox" and local_steps == 1:
+        print("fedsim: warning: --strategy fedprox with --local-steps 1 equals fedavg (the proximal term is "
+              "zero at the first step); use --local-steps > 1", file=sys.stderr)
 
 
 def add_profile_flags(p: argparse.ArgumentParser, default_profile: str | None = "femnist") -> None:
     """Delay-model flags; ``default_profile=None`` leaves out ``--profile`` (commands that sweep profiles)."""
     g = p.add_argument_group("delay model (defaults: the published setting)")
     if default_profile is not None:
-        g.add_argument("--profile", default=default_profile, help="delay profile (default: %(default)s)")
-    g.add_argument("--upload-bps", type=float, help="access uplink capacity per silo, bit/s (default 1e10)")
-    g.add_argument("--download-bps", type=float, help="access downlink capacity per silo, bit/s (default 1e10)")
-    g.add_argument("--core-bps", type=float, help="core link capacity, bit/s (default 1e9)")
-    g.add_argument("--local-steps", type=int, help="local steps per round (default 1)")
+        g.add_argument("--profile", default=default_profile,
+                       help=f"delay profile: {', '.join(PROFILE_NAMES)} (default: %(default)s)")
+    g.add_argument("--upload-bps", type=positive_float,
+                   help="access uplink capacity per silo, bit/s (default 1e10)")
+    g.add_argument("--download-bps", type=positive_float,
+                   help="access downlink capacity per silo, bit/s (default 1e10)")
+    g.add_argument("--core-bps", type=positive_float, help="core link capacity, bit/s (default 1e9)")
+    g.add_argument("--local-steps", type=int_in(1), help="local steps per round (default 1)")
     g = p.add_argument_group("calibration to a deployment (docs/deployment.md)")
-    g.add_argument("--local-ms", type=float,
+    g.add_argument("--local-ms", type=positive_float,
                    help="measured round time of the deployment on unshaped links, used as the computation per round")
-    g.add_argument("--round-trips", type=float,
+    g.add_argument("--round-trips", type=positive_float,
                    help="round trips of a silo's link that the deployment's protocol spends per round "
                         "(scales every latency; the published model: 1)")
 
@@ -41,19 +243,22 @@ def profile_overrides(args) -> dict:
 def add_training_flags(p: argparse.ArgumentParser) -> None:
     """What a training run is, for ``fedsim run`` and ``fedsim deploy run|local`` alike."""
     p.add_argument("--strategy", default="multigraph",
-                   help="fedavg fedprox star ring mst dmbst matcha matcha_plus multigraph (default multigraph)")
-    p.add_argument("--task", default="digits", help="local task (default digits)")
-    p.add_argument("--rounds", type=int, help="rounds (default 20; with --resume: the run's own)")
-    p.add_argument("--local-steps", type=int, default=1, help="local steps per round (default 1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--t", type=int, default=5, help="multigraph maximum multiplicity")
-    p.add_argument("--base", default="ring", help="multigraph base overlay")
-    p.add_argument("--budget", type=float, default=0.5, help="MATCHA budget")
-    p.add_argument("--mu", type=float, default=0.01, help="FedProx proximal weight")
-    p.add_argument("--alpha", type=float, help="Dirichlet label-skew alpha of the task's partition")
-    p.add_argument("--lr", type=float, help="local learning rate")
-    p.add_argument("--task-option", action="append", metavar="KEY=VALUE", help="task option (repeatable)")
-    p.add_argument("--checkpoint-every", type=int, default=10, help="rounds between checkpoints (default 10)")
+                   help=f"{', '.join(STRATEGY_NAMES)} (default multigraph)")
+    p.add_argument("--task", default="digits", help=f"local task: {', '.join(TASK_NAMES)} (default digits)")
+    p.add_argument("--rounds", type=int_in(1), help="rounds (default 20; with --resume: the run's own)")
+    p.add_argument("--local-steps", type=int_in(1), default=1, help="local steps per round (default 1)")
+    p.add_argument("--seed", type=seed, default=0,
+                   help=f"seed of every random choice: data partition, models, MATCHA (0..{SEED_MAX}; default 0)")
+    p.add_argument("--t", type=int_in(1), default=5, help="multigraph maximum multiplicity (default 5)")
+    p.add_argument("--base", default="ring", help=f"multigraph base overlay: {', '.join(BASE_NAMES)} (default ring)")
+    p.add_argument("--budget", type=fraction, default=0.5, help="MATCHA communication budget in (0, 1] (default 0.5)")
+    p.add_argument("--mu", type=nonneg_float, default=0.01, help="FedProx proximal weight, >= 0 (default 0.01)")
+    p.add_argument("--alpha", type=positive_float,
+                   help="Dirichlet label-skew alpha of the task's partition, > 0 (small: skewed)")
+    p.add_argument("--lr", type=positive_float, help="local learning rate, > 0 (default: the task's)")
+    p.add_argument("--task-option", action="append", metavar="KEY=VALUE",
+                   help="task option (repeatable); the task checks the names and values")
+    p.add_argument("--checkpoint-every", type=int_in(1), default=10, help="rounds between checkpoints (default 10)")
     p.add_argument("--compute-ms", type=_compute_ms, metavar="MS|measure",
                    help="compute time per local step for the simulated clock (default: the task's fixed "
                         "reference step time, the same on every machine; 'measure': measure it here)")
@@ -62,10 +267,10 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-plane", default="auto", choices=("auto", "hub", "grpc"),
                    help="how models travel: auto (decentralized strategies peer to peer over gRPC in a "
                         "deployment, in process in simulation; FedAvg/FedProx/STAR through the hub), hub, grpc")
-    p.add_argument("--sync-every", type=int,
+    p.add_argument("--sync-every", type=int_in(1),
                    help="peer data plane: rounds the silos run between meetings with the ServerApp "
                         "(records, checkpoint; default: --checkpoint-every)")
-    p.add_argument("--peer-timeout", type=float, default=60.0,
+    p.add_argument("--peer-timeout", type=positive_float, default=60.0,
                    help="peer data plane: seconds a silo waits for an in-neighbour's model before it "
                         "counts that silo lost and mixes without it (default 60)")
 
@@ -75,9 +280,9 @@ def _compute_ms(value: str):
     if value == "measure":
         return value
     try:
-        return float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expects a number of ms or 'measure', got {value!r}") from None
+        return positive_float(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expects a number of ms > 0 or 'measure', got {value!r}") from None
 
 
 def training_config(args, network: str, **extra):
@@ -89,6 +294,8 @@ def training_config(args, network: str, **extra):
         options["alpha"] = args.alpha
     if args.lr is not None:
         options["lr"] = args.lr
+    if args.base not in BASE_NAMES:
+        raise FedsimError(f"unknown multigraph base {args.base!r}; valid: {', '.join(BASE_NAMES)}")
     if args.rounds is not None:
         extra["rounds"] = args.rounds
     cfg = RunConfig(network=network, strategy=args.strategy, task=args.task, local_steps=args.local_steps,
@@ -97,7 +304,27 @@ def training_config(args, network: str, **extra):
                     data_plane=args.data_plane, sync_every=args.sync_every, peer_timeout=args.peer_timeout,
                     **extra)
     cfg.validate()
+    check_task_options(cfg.task, options)
+    fedprox_warning(cfg.strategy, cfg.local_steps)
     return cfg
+
+
+RUN_MARKERS = ("rounds.csv", "checkpoint.npz", "config.json", "summary.json")  # a folder with one holds a run
+
+
+def holds_run(run_dir) -> bool:
+    return any((Path(run_dir) / name).exists() for name in RUN_MARKERS)
+
+
+def resume_dir(path: str):
+    """``--resume RUN_DIR``: a run folder with a config and a checkpoint to continue from."""
+    run_dir = Path(path)
+    if not run_dir.is_dir():
+        raise FedsimError(f"cannot resume {path}: no such folder")
+    if not (run_dir / "checkpoint.npz").exists():
+        what = "no checkpoint" if (run_dir / "config.json").exists() else "not a fedsim run folder (no config.json)"
+        raise FedsimError(f"cannot resume {path}: {what}; start it again with --out {path} --overwrite")
+    return run_dir
 
 
 def resumed_config(args, run_dir):
@@ -142,15 +369,22 @@ def resolved_profile(args, name: str):
         local = prof.tc if args.local_ms is None else check_positive("--local-ms", args.local_ms)
         trips = 1.0 if args.round_trips is None else check_positive("--round-trips", args.round_trips)
         prof = deployment_profile(prof, local, trips)
+    for flag, bps in (("--upload-bps", prof.upload_bps), ("--download-bps", prof.download_bps),
+                      ("--core-bps", prof.core_bps)):
+        if not math.isfinite(prof.model_bits / bps * 1e3):
+            raise FedsimError(f"{flag} {bps:g} gives an infinite transfer time for the {prof.name} model "
+                              f"({prof.model_bits:g} bit); give a larger capacity")
     return prof
 
 
 def add_design_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("topology design")
-    g.add_argument("--t", type=int, default=5, help="multigraph maximum multiplicity (default 5)")
-    g.add_argument("--base", default="ring", help="overlay a multigraph is built on (default ring)")
-    g.add_argument("--budget", type=float, default=0.5, help="MATCHA communication budget Cb (default 0.5)")
-    g.add_argument("--seed", type=int, default=0, help="seed of MATCHA's activations (default 0)")
+    g.add_argument("--t", type=int_in(1), default=5, help="multigraph maximum multiplicity (default 5)")
+    g.add_argument("--base", default="ring",
+                   help=f"overlay a multigraph is built on: {', '.join(BASE_NAMES)} (default ring)")
+    g.add_argument("--budget", type=fraction, default=0.5,
+                   help="MATCHA communication budget Cb in (0, 1] (default 0.5)")
+    g.add_argument("--seed", type=seed, default=0, help=f"seed of MATCHA's activations (0..{SEED_MAX}; default 0)")
 
 
 def split_names(value: str, valid: Sequence[str], kind: str) -> tuple[str, ...]:

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from fedsim.cli.common import (
+    NETWORK_HELP,
     RUN_FILES,
     add_training_flags,
+    check_fault,
+    check_silos,
+    holds_run,
+    int_in,
+    out_dir,
+    positive_float,
     print_summary,
+    resume_dir,
     resumed_config,
     training_config,
 )
-from fedsim.errors import FedsimError, check_int_at_least
+from fedsim.errors import FedsimError
 
 
 def _new_run_dir(args):
@@ -22,17 +30,19 @@ def _new_run_dir(args):
     network = args.network or args.topology
     if network is None:
         raise FedsimError("give the network with --topology NAME (or --network NAME), e.g. --topology gaia")
+    if args.network and args.topology and args.network != args.topology:
+        raise FedsimError(f"--topology {args.topology} and --network {args.network} disagree; give one")
     net = load_network(network)  # fail on a bad network before anything is written
+    check_silos(net, args.silos)
     stem = Path(network).stem.replace(":", "-") + (f"-{args.silos}" if args.silos else "")
     run_dir = Path(args.out or f"runs/{stem}-{args.strategy}-{args.task}-s{args.seed}")
-    if args.silos:
-        check_int_at_least("--silos", args.silos, 2)
-        if args.silos > net.n_silos:
-            raise FedsimError(f"--silos {args.silos}: network {net.name} has only {net.n_silos} silos")
+    if args.out is None:
+        out_dir(str(run_dir))  # the default folder is checked like --out
     cfg = training_config(args, network, max_failed_rounds=args.max_failed_rounds,
                           round_timeout=args.round_timeout, workers=args.workers,
                           inject_fault=args.inject_fault)
-    if (run_dir / "rounds.csv").exists() and not args.overwrite:
+    check_fault(cfg.inject_fault, args.silos or net.n_silos, cfg.rounds)
+    if holds_run(run_dir) and not args.overwrite:
         raise FedsimError(f"{run_dir} already holds a run; use --resume {run_dir}, another --out, or --overwrite")
     if args.overwrite:
         import shutil
@@ -51,7 +61,9 @@ def cmd_run(args) -> int:
     if args.engine == "mpi":
         return _run_mpi(args)
     if args.resume:
-        run_dir = Path(args.resume)
+        if args.overwrite:
+            raise FedsimError("--resume continues a run and --overwrite replaces it: give one of them")
+        run_dir = resume_dir(args.resume)
         cfg = resumed_config(args, run_dir)
     else:
         cfg, run_dir = _new_run_dir(args)
@@ -76,8 +88,9 @@ def _run_mpi(args) -> int:
     if not mpi.under_mpiexec():
         if args.np is None:
             raise FedsimError("--engine mpi needs --np N (one rank per silo), or start fedsim under mpiexec -n N")
-        check_int_at_least("--np", args.np, 1)
-        if not args.resume:
+        if args.resume:
+            resumed_config(args, resume_dir(args.resume))  # check before any rank starts
+        else:
             _new_run_dir(args)  # validate and prepare here, before any rank starts
         argv = [a for i, a in enumerate(args.argv) if a != "--np" and not (i and args.argv[i - 1] == "--np")
                 and not a.startswith("--np=") and a != "--overwrite"]
@@ -89,7 +102,7 @@ def _run_mpi(args) -> int:
     if rank == 0:
         try:
             if args.resume:
-                prepared = (resumed_config(args, Path(args.resume)), Path(args.resume))
+                prepared = (resumed_config(args, resume_dir(args.resume)), Path(args.resume))
             else:
                 prepared = _new_run_dir(args)
         except FedsimError as exc:
@@ -109,20 +122,21 @@ def _run_mpi(args) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("run", help="train on Flower's Simulation Engine (Ray), in-process, or on MPI ranks")
-    p.add_argument("--topology", help="the network (built-in name, zoo:NAME or .gml), e.g. gaia")
+    p.add_argument("--topology", help=f"the network: {NETWORK_HELP}")
     p.add_argument("--network", help="same as --topology")
     add_training_flags(p)
-    p.add_argument("--out", help="run directory (default runs/NETWORK-STRATEGY-TASK-sSEED)")
+    p.add_argument("--out", type=out_dir, help="run directory (default runs/NETWORK-STRATEGY-TASK-sSEED)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    p.add_argument("--workers", type=int, default=0, help="parallel ClientApp actors (default: up to 2)")
-    p.add_argument("--max-failed-rounds", type=int, default=1,
+    p.add_argument("--workers", type=int_in(0), default=0, help="parallel ClientApp actors (default 0: up to 2)")
+    p.add_argument("--max-failed-rounds", type=int_in(1), default=1,
                    help="stop after this many rounds with a failed silo (default 1)")
-    p.add_argument("--round-timeout", type=float, help="seconds to wait for a round's replies")
-    p.add_argument("--inject-fault", metavar="SILO:ROUND", help="make a silo's ClientApp raise (testing)")
+    p.add_argument("--round-timeout", type=positive_float, help="seconds to wait for a round's replies")
+    p.add_argument("--inject-fault", metavar="SILO:ROUND",
+                   help="make silo SILO's ClientApp raise in round ROUND (testing failure handling)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--silos", type=int, help="use the first N silos of --topology, fully connected")
+    p.add_argument("--silos", type=int_in(2), help="use the first N silos of --topology, fully connected (N >= 2)")
     p.add_argument("--engine", choices=("ray", "mpi"), default="ray",
                    help="ray: Flower's Simulation Engine (default); mpi: one MPI rank per silo, models peer "
                         "to peer, no Flower process (decentralized strategies)")
-    p.add_argument("--np", type=int, help="--engine mpi: start mpiexec with this many ranks (= silos)")
+    p.add_argument("--np", type=int_in(1), help="--engine mpi: start mpiexec with this many ranks (= silos)")
     p.set_defaults(func=cmd_run)
