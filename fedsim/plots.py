@@ -71,12 +71,18 @@ def topology_map(network, schedule, state: int, path, title: str = "") -> None:
     _save(fig, path)
 
 
+def line_marker(points: int) -> str | None:
+    """The marker of a line of ``points`` points: dots for short runs (<= 30 rounds + round 0), none else."""
+    return "o" if points <= 31 else None
+
+
 def curves(series: dict[str, tuple[np.ndarray, np.ndarray]], xlabel: str, ylabel: str, path,
            title: str = "") -> None:
-    """One line per label: ``series[label] = (x, y)``."""
+    """One line per label: ``series[label] = (x, y)``; a line of at most 30 rounds (31 points)
+    gets a marker on each point."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, (x, y) in series.items():
-        ax.plot(x, y, label=label, lw=1.5)
+        ax.plot(x, y, label=label, lw=1.5, marker=line_marker(len(x)), ms=3.5)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from fedsim.cli.common import (
+    NETWORK_HELP,
+    PLOT_SUFFIXES,
+    WIRING_NAMES,
     add_design_flags,
     add_profile_flags,
+    int_in,
     not_a_strategy,
+    out_file,
+    refuse_existing,
     resolved_profile,
 )
 from fedsim.errors import FedsimError, check_int_at_least
@@ -30,6 +36,9 @@ def cmd_topology(args) -> int:
     check_int_at_least("--t", args.t, 1)
     conn = connectivity(net)
     sched = build_schedule(design, conn, prof, t=args.t, base=args.base, budget=args.budget)
+    if args.state is not None and not (sched.is_random or args.state < sched.n_states):
+        raise FedsimError(f"--state must be in 0..{sched.n_states - 1} for this schedule, got {args.state}")
+    refuse_existing(args.plot, "--plot", args.overwrite)
     ct = simulate(sched, conn, prof, rounds=args.rounds, seed=args.seed)
     names = net.silos
     full = sched.delays(conn, prof)
@@ -73,14 +82,15 @@ def cmd_topology(args) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("topology", help="wire the silos of a network one way (a strategy) and print it")
     p.add_argument("--topology", "--network", dest="network", required=True,
-                   help="the network: built-in name, zoo:NAME or a .gml path")
+                   help=f"the network: {NETWORK_HELP}")
     p.add_argument("--strategy",
-                   help="the wiring (required): star, ring, mst, dmbst, matcha, matcha_plus or multigraph "
+                   help=f"the wiring (required): {', '.join(WIRING_NAMES)} "
                         "(fedavg and fedprox are timed as star)")
     add_design_flags(p)
     add_profile_flags(p)
-    p.add_argument("--rounds", type=int, help="rounds to simulate (multigraph, MATCHA)")
-    p.add_argument("--plot", help="write a map of the overlay to this PNG/PDF/SVG")
-    p.add_argument("--state", type=int, help="state drawn by --plot (default: 1 for a multigraph)")
+    p.add_argument("--rounds", type=int_in(1), help="rounds to simulate (multigraph, MATCHA)")
+    p.add_argument("--plot", type=out_file(*PLOT_SUFFIXES), help="write a map of the overlay to this PNG/PDF/SVG")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --plot file")
+    p.add_argument("--state", type=int_in(0), help="state drawn by --plot (default: 1 for a multigraph)")
     p.add_argument("--all-states", action="store_true", help="list every state, not the first 12")
     p.set_defaults(func=cmd_topology)
