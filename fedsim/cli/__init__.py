@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("fedsim.cli.compare", "overlay runs on one plot (metric vs simulated time)"),
     "retrieve": ("fedsim.cli.retrieve", "coarse-to-fine retrieval with a trained cfor run's model"),
     "deploy": ("fedsim.cli.deploy", "run on Flower's deployment engine (SuperLink/SuperNodes)"),
+    "advise": ("fedsim.cli.advise", "rank the strategies of a network by predicted time to a target metric"),
 }
 
 
