@@ -305,7 +305,9 @@ def training_config(args, network: str, **extra):
                     **extra)
     cfg.validate()
     check_task_options(cfg.task, options)
-    fedprox_warning(cfg.strategy, cfg.local_steps)
+    if not getattr(args, "warned", False):
+        fedprox_warning(cfg.strategy, cfg.local_steps)
+        args.warned = True
     return cfg
 
 

@@ -15,6 +15,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fedsim.cli.common import (
+    NETWORK_HELP,
+    TASK_NAMES,
+    check_silos,
+    existing_dir,
+    existing_file,
+    holds_run,
+    host_port,
+    int_in,
+    nonneg_float,
+    out_dir,
+    out_file,
+    port,
+    positive_float,
+)
 from fedsim.errors import FedsimError, check_positive
 
 RUN_CONNECTION = "fedsim"  # the SuperLink connection `deploy run` writes into its FLWR_HOME
@@ -66,6 +81,8 @@ def cmd_certs(args) -> int:
     from fedsim.deploy.certs import certificate_sans, generate_certificates
 
     names = list(_network(args).silos) if args.topology else None  # validated before anything is written
+    if not [h for h in args.hosts.split(",") if h.strip()]:
+        raise FedsimError(f"--hosts expects a comma list of names/IPs, got {args.hosts!r}")
     paths = generate_certificates(args.out, args.hosts, days=args.days, overwrite=args.overwrite)
     print(f"wrote {paths.ca_cert}, {paths.ca_key} (keep offline), {paths.server_cert}, {paths.server_key}")
     print(f"server certificate valid for: {', '.join(certificate_sans(paths.server_cert))}")
@@ -111,7 +128,6 @@ def _tls_files(args) -> tuple:
 def cmd_superlink(args) -> int:
     from fedsim.deploy.commands import deployment_env, superlink_command
 
-    _warn_insecure(args)
     ca, cert, key = (None, None, None) if args.insecure else _tls_files(args)
     for p in (ca, cert, key):
         if p is not None and not Path(p).exists():
@@ -120,6 +136,7 @@ def cmd_superlink(args) -> int:
                             insecure=args.insecure, auth=not (args.no_auth or args.insecure),
                             database=args.database)
     env = deployment_env(Path(args.flwr_home).resolve(), args.superexec_poll)
+    _warn_insecure(args)  # after every check: a mistake gets one line
     return _exec(cmd, env, args.dry_run)
 
 
@@ -151,9 +168,14 @@ def _peer_flags(args, silo: int) -> dict:
 def cmd_supernode(args) -> int:
     from fedsim.deploy.commands import deployment_env, supernode_command
 
-    _warn_insecure(args)
     net = _network(args)
     silo = _silo_index(net, args.silo)
+    if args.task not in TASK_NAMES:
+        from fedsim.clients import TASKS
+        from fedsim.errors import unknown_name
+
+        if args.task not in TASKS:
+            raise unknown_name("task", args.task, TASKS)
     key = None if (args.no_auth or args.insecure) else args.key
     if key is None and not (args.no_auth or args.insecure):
         raise FedsimError("SuperNode authentication is on: give --key SILO.key (from `fedsim deploy keys`) "
@@ -173,6 +195,7 @@ def cmd_supernode(args) -> int:
         from fedsim.deploy.local import Speed
 
         env |= node_env(args.node_poll, args.task, pull_backoff_s=Speed().pull_backoff_s)
+    _warn_insecure(args)  # after every check: a mistake gets one line
     return _exec(cmd, env, args.dry_run)
 
 
@@ -210,7 +233,11 @@ def _resumed(args):
     from fedsim.cli.common import resumed_config
     from fedsim.topologies.networks import load_network
 
-    out = Path(args.resume).resolve()
+    from fedsim.cli.common import resume_dir
+
+    if getattr(args, "overwrite", False):
+        raise FedsimError("--resume continues a run and --overwrite replaces it: give one of them")
+    out = resume_dir(args.resume).resolve()
     cfg = resumed_config(args, out)
     if not args.min_silos and (out / "deploy" / "serverapp.json").exists():
         args.min_silos = json.loads((out / "deploy" / "serverapp.json").read_text()).get("min_silos") or 0
@@ -222,10 +249,11 @@ def cmd_run(args) -> int:
     from fedsim.deploy.local import SuperLinkClient, _json_out
     from fedsim.deploy.serverapp import prepare_resume
 
-    _warn_insecure(args)
     commands.check_address(args.superlink)
     if not args.insecure and not args.root_certificates:
         raise FedsimError("TLS is on: give --root-certificates CA.crt (or --insecure, not recommended)")
+    if args.root_certificates:  # flwr run reads it from its own FLWR_HOME: an absolute path
+        args.root_certificates = str(Path(args.root_certificates).resolve())
     resumed = _resumed(args)
     if resumed:
         cfg, net, out = resumed
@@ -236,8 +264,11 @@ def cmd_run(args) -> int:
         _network_spec(args)
         cfg, net = _run_config(args)
         out = Path(args.out or f"runs/deploy-{net.name}-{cfg.strategy}-{cfg.task}-s{cfg.seed}").resolve()
+        if holds_run(out) and not args.overwrite:
+            raise FedsimError(f"{out} already holds a run; use --resume {out}, another --out or --overwrite")
         for name in ("trace.jsonl", "phases.jsonl"):  # progress is read from these
             (out / "deploy" / name).unlink(missing_ok=True)
+    _warn_insecure(args)  # after every check: a mistake gets one line
     (out / "deploy" / "serverapp.json").unlink(missing_ok=True)
     skip = prepare_resume(out) if resumed else 0
     work = Path(args.workdir).resolve() if args.workdir else out / "deploy"
@@ -304,10 +335,9 @@ def cmd_local(args) -> int:
 
     from fedsim.deploy.local import Speed, run_local
 
-    _warn_insecure(args)
-    if args.insecure and not args.no_auth:
-        args.no_auth = True
-        print("(--insecure: SuperNode authentication needs TLS, so it is off too)", file=sys.stderr)
+    auth_dropped = args.insecure and not args.no_auth
+    if args.insecure:
+        args.no_auth = True  # SuperNode authentication needs TLS
     resumed = _resumed(args)
     if resumed:
         cfg, net, out = resumed
@@ -316,8 +346,12 @@ def cmd_local(args) -> int:
         _network_spec(args)
         out = Path(args.out or f"runs/local-{Path(args.topology_spec).stem}"
                    f"{'-' + str(args.silos) if args.silos else ''}-{args.strategy}-{args.task}").resolve()
-        if (out / "rounds.csv").exists() and not args.overwrite:
+        if holds_run(out) and not args.overwrite:
             raise FedsimError(f"{out} already holds a run; use --resume {out}, another --out or --overwrite")
+        check_silos(_network(args), args.silos)
+        if args.silos and args.min_silos and args.min_silos > args.silos:
+            raise FedsimError(f"--min-silos must be within 1..{args.silos} (--silos), got {args.min_silos}")
+        _run_config(args)  # every flag checked on the whole network before anything is written
         from fedsim.cli.common import RUN_FILES
 
         for name in RUN_FILES:
@@ -327,6 +361,9 @@ def cmd_local(args) -> int:
         args.topology = args.topology_spec
         cfg, net = _run_config(args)
     speed = Speed.preset(args.speed)
+    _warn_insecure(args)  # after every check: a mistake gets one line
+    if auth_dropped:
+        print("(--insecure: SuperNode authentication needs TLS, so it is off too)", file=sys.stderr)
 
     def _term(signum, frame):  # teardown runs in run_local's finally
         raise KeyboardInterrupt
@@ -347,7 +384,7 @@ def cmd_local(args) -> int:
 
 # ----------------------------------------------------------------- parser
 def _add_tls_client(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--root-certificates", metavar="CA.crt", help="CA certificate that signed the SuperLink's")
+    p.add_argument("--root-certificates", type=existing_file, metavar="CA.crt", help="CA certificate that signed the SuperLink's")
     p.add_argument("--insecure", action="store_true", help="no TLS (prints a warning; not for real data)")
 
 
@@ -355,19 +392,21 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     from fedsim.cli.common import add_training_flags
 
     add_training_flags(p)
-    p.add_argument("--out", help="run directory (on the SuperLink's machine)")
+    p.add_argument("--out", type=out_dir, help="run directory (on the SuperLink's machine)")
     g = p.add_argument_group("faults")
-    g.add_argument("--round-timeout", type=float, default=120.0,
+    g.add_argument("--round-timeout", type=positive_float, default=120.0,
                    help="seconds a round waits for replies (default 120)")
-    g.add_argument("--min-silos", type=int, default=0,
+    g.add_argument("--min-silos", type=int_in(0), default=0,
                    help="complete rounds with the silos that answered; stop below this many (default 0: "
                         "any failure counts towards --max-failed-rounds, as in simulation)")
-    g.add_argument("--max-failed-rounds", type=int,
+    g.add_argument("--max-failed-rounds", type=int_in(1),
                    help="stop after this many rounds with a failed silo (default 1; with --min-silos: never)")
-    p.add_argument("--poll", type=float, default=0.05, help="seconds between reply polls of the round loop")
-    p.add_argument("--pull-backoff", type=float, default=0.02,
+    p.add_argument("--poll", type=positive_float, default=0.05,
+                   help="seconds between reply polls of the round loop (default 0.05)")
+    p.add_argument("--pull-backoff", type=nonneg_float, default=0.02,
                    help="first retry (s) of a reply object not uploaded yet (0: Flower's 1 s)")
-    p.add_argument("--timeout", type=float, default=3600, help="give up following the run after this many s")
+    p.add_argument("--timeout", type=positive_float, default=3600,
+                   help="give up following the run after this many s (default 3600)")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -378,87 +417,93 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     sub = d.add_subparsers(dest="deploy_command", required=True, metavar="STEP")
 
     p = sub.add_parser("certs", help="CA + SuperLink certificate and key (cryptography, no openssl)")
-    p.add_argument("--out", required=True, help="folder for ca.crt, ca.key, server.pem, server.key")
+    p.add_argument("--out", type=out_dir, required=True, help="folder for ca.crt, ca.key, server.pem, server.key")
     p.add_argument("--hosts", default="localhost,127.0.0.1",
                    help="comma list of names/IPs the SuperLink is reached at (default %(default)s)")
-    p.add_argument("--days", type=int, default=365)
+    p.add_argument("--days", type=int_in(1, 36500), default=365,
+                   help="days the certificates are valid (1..36500; default %(default)s)")
     p.add_argument("--topology", help="also one peer certificate per silo of this network (silo-N.pem/.key in "
                                       "OUT/silos/), the identities of the peer data plane")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace certificates already in --out")
     p.set_defaults(func=cmd_certs)
 
     p = sub.add_parser("keys", help="SuperNode authentication key pairs, and how to register them")
-    p.add_argument("--nodes", type=int, help="number of key pairs (silo-0 ...)")
+    p.add_argument("--nodes", type=int_in(1), help="number of key pairs (silo-0 ...)")
     p.add_argument("--topology", help="one key pair per silo of this network, named after the silo")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", type=out_dir, required=True, help="folder for the key pairs")
     p.add_argument("--connection", default="fedsim", help="SuperLink connection name in the printed commands")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace key pairs already in --out")
     p.set_defaults(func=cmd_keys)
 
     p = sub.add_parser("superlink", help="print and run the flower-superlink command")
-    p.add_argument("--certs", help="folder from `fedsim deploy certs`")
-    p.add_argument("--ssl-ca-certfile")
-    p.add_argument("--ssl-certfile")
-    p.add_argument("--ssl-keyfile")
+    p.add_argument("--certs", type=existing_dir, help="folder from `fedsim deploy certs`")
+    p.add_argument("--ssl-ca-certfile", type=existing_file, help="CA certificate (instead of --certs)")
+    p.add_argument("--ssl-certfile", type=existing_file, help="SuperLink certificate (instead of --certs)")
+    p.add_argument("--ssl-keyfile", type=existing_file, help="SuperLink private key (instead of --certs)")
     p.add_argument("--insecure", action="store_true", help="no TLS (prints a warning; implies --no-auth)")
     p.add_argument("--no-auth", action="store_true", help="accept any SuperNode (no authentication)")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default %(default)s)")
-    p.add_argument("--port", type=int, default=9092)
-    p.add_argument("--database", help="SQLite file for the SuperLink's state (default: in memory)")
-    p.add_argument("--flwr-home", default="flwr-home", help="FLWR_HOME of the SuperLink (default ./flwr-home)")
-    p.add_argument("--superexec-poll", type=float, default=0.1,
+    p.add_argument("--port", type=port, default=9092, help="Fleet API port, 1..65535 (default %(default)s)")
+    p.add_argument("--database", type=out_file(), help="SQLite file for the SuperLink's state (default: in memory)")
+    p.add_argument("--flwr-home", type=out_dir, default="flwr-home",
+                   help="FLWR_HOME of the SuperLink (default ./flwr-home)")
+    p.add_argument("--superexec-poll", type=positive_float, default=0.1,
                    help="FLWR_SUPEREXEC_TASK_POLL_INTERVAL in s (Flower default 1)")
     p.add_argument("--dry-run", action="store_true", help="print the command only")
     p.set_defaults(func=cmd_superlink)
 
     p = sub.add_parser("supernode", help="print and run the flower-supernode command of one silo")
     p.add_argument("--silo", required=True, help="silo name or index in the network")
-    p.add_argument("--superlink", required=True, metavar="HOST:PORT")
-    p.add_argument("--topology", required=True, help="the network (fixes silo indices)")
-    p.add_argument("--task", default="digits")
+    p.add_argument("--superlink", type=host_port, required=True, metavar="HOST:PORT",
+                   help="the SuperLink's Fleet API address")
+    p.add_argument("--topology", required=True, help=f"the network (fixes silo indices): {NETWORK_HELP}")
+    p.add_argument("--task", default="digits", help=f"local task: {', '.join(TASK_NAMES)} (default digits)")
     _add_tls_client(p)
-    p.add_argument("--key", help="this silo's private key (from `fedsim deploy keys`)")
+    p.add_argument("--key", type=existing_file, help="this silo's private key (from `fedsim deploy keys`)")
     p.add_argument("--no-auth", action="store_true", help="the SuperLink does not authenticate SuperNodes")
-    p.add_argument("--port", type=int, default=9094, help="local Runtime API port of the SuperNode")
-    p.add_argument("--flwr-home", default="flwr-home")
-    p.add_argument("--superexec-poll", type=float, default=0.1,
+    p.add_argument("--port", type=port, default=9094, help="local Runtime API port of the SuperNode (1..65535)")
+    p.add_argument("--flwr-home", type=out_dir, default="flwr-home", help="FLWR_HOME of the SuperNode")
+    p.add_argument("--superexec-poll", type=positive_float, default=0.1,
                    help="FLWR_SUPEREXEC_TASK_POLL_INTERVAL in s (Flower default 1)")
     p.add_argument("--fast", action="store_true",
                    help="run through fedsim.deploy.fastnode (short loop waits, warm ClientApps)")
-    p.add_argument("--node-poll", type=float, default=0.2, help="with --fast: loop wait cap in s")
-    p.add_argument("--state-dir", help="folder on this silo for parameters that never leave it "
+    p.add_argument("--node-poll", type=positive_float, default=0.2, help="with --fast: loop wait cap in s")
+    p.add_argument("--state-dir", type=out_dir, help="folder on this silo for parameters that never leave it "
                                        "(so that resumed runs continue with them)")
     g = p.add_argument_group("peer data plane (decentralized strategies)")
-    g.add_argument("--peer-port", type=int, default=9300,
+    g.add_argument("--peer-port", type=port, default=9300,
                    help="port of this silo's peer server; open it to the other silos (default %(default)s)")
-    g.add_argument("--peer-address", metavar="HOST:PORT",
+    g.add_argument("--peer-address", type=host_port, metavar="HOST:PORT",
                    help="where the other silos reach this silo's peer server (default: this host's name and "
                         "--peer-port)")
-    g.add_argument("--peer-listen", metavar="HOST:PORT", help="address the peer server binds (default 0.0.0.0:PORT)")
-    g.add_argument("--peer-cert", help="this silo's peer certificate (OUT/silos/silo-N.pem of `fedsim deploy "
+    g.add_argument("--peer-listen", type=host_port, metavar="HOST:PORT", help="address the peer server binds (default 0.0.0.0:PORT)")
+    g.add_argument("--peer-cert", type=existing_file, help="this silo's peer certificate (OUT/silos/silo-N.pem of `fedsim deploy "
                                        "certs --topology`); the CA is --root-certificates")
-    g.add_argument("--peer-key", help="its private key (OUT/silos/silo-N.key)")
-    p.add_argument("--dry-run", action="store_true")
+    g.add_argument("--peer-key", type=existing_file, help="its private key (OUT/silos/silo-N.key)")
+    p.add_argument("--dry-run", action="store_true", help="print the command only")
     p.set_defaults(func=cmd_supernode)
 
     p = sub.add_parser("run", help="submit a training run to a SuperLink (flwr run)")
-    p.add_argument("--superlink", required=True, metavar="HOST:PORT")
-    p.add_argument("--topology", help="the network (built-in name, zoo:NAME or .gml)")
+    p.add_argument("--superlink", type=host_port, required=True, metavar="HOST:PORT",
+                   help="the SuperLink's Control API address")
+    p.add_argument("--topology", help=f"the network: {NETWORK_HELP}")
     _add_tls_client(p)
     _add_run_flags(p)
-    p.add_argument("--workdir", help="local folder for the app and the CLI's FLWR_HOME (default OUT/deploy)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--workdir", type=out_dir,
+                   help="local folder for the app and the CLI's FLWR_HOME (default OUT/deploy)")
     p.add_argument("--no-follow", dest="follow", action="store_false", help="return after submitting")
-    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="print the flwr run command only")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("local", help="SuperLink + N SuperNodes on localhost (TLS, auth): run, tear down")
-    p.add_argument("--silos", type=int, help="use the first N silos of --topology, fully connected")
-    p.add_argument("--topology", help="the network (default gaia)")
+    p.add_argument("--silos", type=int_in(2), help="use the first N silos of --topology, fully connected (N >= 2)")
+    p.add_argument("--topology", help=f"the network (default gaia): {NETWORK_HELP}")
     p.add_argument("--insecure", action="store_true", help="no TLS (prints a warning; implies --no-auth)")
-    p.add_argument("--no-auth", action="store_true")
+    p.add_argument("--no-auth", action="store_true", help="SuperNodes are not authenticated")
     p.add_argument("--speed", default="fedsim", choices=("fedsim", "supported", "flower"),
                    help="polling settings (default fedsim; 'flower' = Flower's defaults)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     _add_run_flags(p)
     p.set_defaults(func=cmd_local)
     return d
