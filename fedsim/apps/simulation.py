@@ -1,8 +1,11 @@
 """Run a training run on Flower's Simulation Engine (Ray), in-process.
 
-One virtual SuperNode per silo. Nothing is left running afterwards: the
-engine shuts Ray down when the ServerApp returns, and fedsim removes Ray's
-temporary directory. No network access: telemetry, Ray usage stats and
+One virtual SuperNode per silo. Ray listens on 127.0.0.1 only and has no
+dashboard (:func:`fedsim.guard.ray_local_init_args`). Nothing is left running
+afterwards, even when this process is killed: the engine shuts Ray down when
+the ServerApp returns, and a watchdog (:class:`fedsim.guard.Watchdog`) ends
+whatever of Ray's session is still alive (its agents outlive ``ray.shutdown``
+and a SIGKILL of the driver) and removes Ray's temporary directory. No network access: telemetry, Ray usage stats and
 runtime dependency installation are off, and ``FLWR_HOME`` is inside the run
 directory.
 
@@ -27,7 +30,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from fedsim import flower_compat
+from fedsim import flower_compat, guard
 from fedsim import interrupt
 from fedsim.apps.config import RunConfig
 
@@ -73,10 +76,11 @@ def run_simulation(cfg: RunConfig, run_dir: Path, progress: bool = True, resume:
                              on_round=on_round)
     backend_config = {
         "client_resources": {"num_cpus": cores / workers, "num_gpus": 0.0},
-        "init_args": {"num_cpus": cores, "include_dashboard": False, "_temp_dir": ray_tmp,
-                      "logging_level": logging.ERROR, "log_to_driver": False},
+        "init_args": guard.ray_local_init_args(num_cpus=cores, _temp_dir=ray_tmp,
+                                               logging_level=logging.ERROR, log_to_driver=False),
     }
     interrupt.reset()
+    watchdog = guard.Watchdog(remove=[ray_tmp]).start()
     try:
         flwr.simulation.run_simulation(server_app=app, client_app=client_app, num_supernodes=n,
                                        backend_config=backend_config)
@@ -89,6 +93,7 @@ def run_simulation(cfg: RunConfig, run_dir: Path, progress: bool = True, resume:
             raise cause from None
         raise
     finally:
+        watchdog.stop()  # ends what Ray left running (its agents) and removes its folder
         shutil.rmtree(ray_tmp, ignore_errors=True)
     if interrupt.requested():
         raise KeyboardInterrupt

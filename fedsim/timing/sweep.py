@@ -97,9 +97,11 @@ def _run_ray(configs, topologies, workers, bar) -> list[SweepRow]:
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+    if started:  # loopback-only Ray, no dashboard; the watchdog ends its processes if we die
+        from fedsim.guard import Watchdog, ray_local_init_args
+
+        watchdog = Watchdog().start()
+        ray.init(**ray_local_init_args(num_cpus=workers, log_to_driver=False, configure_logging=False))
     try:
         task = ray.remote(num_cpus=1)(run_config)
         refs = [task.remote(cfg, topologies) for cfg in configs]
@@ -115,6 +117,7 @@ def _run_ray(configs, topologies, workers, bar) -> list[SweepRow]:
     finally:
         if started:
             ray.shutdown()
+            watchdog.stop()
 
 
 def rows_to_csv(rows: list[SweepRow]) -> str:
