@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 
 import pytest
 
@@ -14,7 +15,10 @@ from fedsim.topologies.networks import BUILTIN_NETWORKS
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse's own checks (types, choices) exit
+        code = exc.code
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -22,7 +26,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 def one_error_line(err: str) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1, f"expected one line on stderr, got: {err!r}"
-    assert lines[0].startswith("fedsim: error: ")
+    assert re.match(r"fedsim( [a-z-]+)*: error: ", lines[0]), lines[0]
     assert "Traceback" not in err
     return lines[0]
 
@@ -91,9 +95,9 @@ def test_non_positive_capacities_are_refused(capsys, command, flag, value):
 
 
 @pytest.mark.parametrize("extra,needle", [
-    (("--t", "0"), "--t must be an integer >= 1"),
-    (("--t", "-3"), "--t must be an integer >= 1"),
-    (("--local-steps", "0"), "--local-steps must be an integer >= 1"),
+    (("--t", "0"), "--t: must be an integer >= 1"),
+    (("--t", "-3"), "--t: must be an integer >= 1"),
+    (("--local-steps", "0"), "--local-steps: must be an integer >= 1"),
 ])
 @pytest.mark.parametrize("command", ["topology", "cycle-time"])
 def test_bad_integers_are_refused(capsys, command, extra, needle):
@@ -109,7 +113,7 @@ def test_bad_round_counts_are_refused(capsys, topology, low):
     code, _, err = run(capsys, "topology", "--topology", "gaia", "--strategy", topology,
                        "--rounds", str(low - 1))
     assert code == 2
-    assert f"rounds must be an integer >= {low}" in one_error_line(err)
+    assert re.search(f"rounds:? must be an integer >= {low}", one_error_line(err))
 
 
 def test_bad_worker_count_is_refused(capsys):
@@ -260,7 +264,7 @@ def test_bad_calibration_is_refused(capsys, flag, value):
 def test_deploy_resume_needs_a_run_directory(capsys, tmp_path):
     args = ("deploy", "run", "--superlink", "127.0.0.1:9093", "--insecure")
     code, _, err = run(capsys, *args, "--resume", str(tmp_path))
-    assert code == 2 and "no config.json there" in err.strip().splitlines()[-1]
+    assert code == 2 and "no config.json" in err.strip().splitlines()[-1]
     code, _, err = run(capsys, *args)
     assert code == 2 and "--topology" in err.strip().splitlines()[-1] and "--resume" in err
 

@@ -43,17 +43,17 @@ def _finite(text: str, what: str) -> float:
     try:
         v = float(text)
     except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expects {what}, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
     if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"expects {what}, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be {what} (finite), got {text!r}")
     return v
 
 
 def positive_float(text: str) -> float:
     """A finite number > 0."""
-    v = _finite(text, "a finite number > 0")
+    v = _finite(text, "a positive number")
     if not v > 0:
-        raise argparse.ArgumentTypeError(f"expects a finite number > 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
     return v
 
 
@@ -61,7 +61,7 @@ def nonneg_float(text: str) -> float:
     """A finite number >= 0."""
     v = _finite(text, "a finite number >= 0")
     if v < 0:
-        raise argparse.ArgumentTypeError(f"expects a finite number >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
     return v
 
 
@@ -69,7 +69,7 @@ def fraction(text: str) -> float:
     """A number in (0, 1]."""
     v = _finite(text, "a number in (0, 1]")
     if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"expects a number in (0, 1], got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}")
     return v
 
 
@@ -81,9 +81,9 @@ def int_in(low: int, high: int | None = None) -> Callable[[str], int]:
         try:
             v = int(str(text).strip())
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expects {what}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
         if v < low or (high is not None and v > high):
-            raise argparse.ArgumentTypeError(f"expects {what}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
         return v
 
     return _typed(what, check)
@@ -282,7 +282,7 @@ def _compute_ms(value: str):
     try:
         return positive_float(value)
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expects a number of ms > 0 or 'measure', got {value!r}") from None
+        raise argparse.ArgumentTypeError(f"must be a positive number of ms or 'measure', got {value!r}") from None
 
 
 def training_config(args, network: str, **extra):
