@@ -18,8 +18,9 @@ Engine's Ray in :mod:`fedsim.apps.simulation`, the sweep's Ray in
   SIGKILL: the watchdog notices the end of its stdin pipe or the parent's
   PID going away) or the parent leaves the ``with`` block, the watchdog sends
   SIGTERM to every recorded or tagged process that is still alive, SIGKILL
-  after 1.5 s, removes the folders it was given (Ray's temporary folder) and
-  exits. Nothing is matched by name.
+  after 1.5 s, removes the folders it was given (Ray's temporary folder),
+  runs the commands it was given for a parent's death (the local deployment
+  records that its run crashed) and exits. Nothing is matched by name.
 
 PR_SET_PDEATHSIG was not enough: it reaches only direct children, and Ray's
 agents and Flower's SuperExec are grandchildren, some in sessions of their own.
@@ -28,6 +29,7 @@ agents and Flower's SuperExec are grandchildren, some in sessions of their own.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import select
 import shutil
@@ -74,6 +76,9 @@ class Watchdog:
     ----------
     remove : sequence of path
         Folders to delete once the processes are gone (e.g. Ray's temporary folder).
+    after_death : sequence of argv lists
+        Commands the watchdog runs after the cleanup when the parent died (not
+        when the block ended), e.g. one that records that the run crashed.
 
     Examples
     --------
@@ -81,8 +86,10 @@ class Watchdog:
     ...     subprocess.Popen(["sleep", "100"])   # killed when the block ends or this process dies
     """
 
-    def __init__(self, remove: Sequence[str | os.PathLike] = ()) -> None:
+    def __init__(self, remove: Sequence[str | os.PathLike] = (),
+                 after_death: Sequence[Sequence[str]] = ()) -> None:
         self.remove = [str(p) for p in remove]
+        self.after_death = [list(map(str, c)) for c in after_death]
         self.tag = uuid.uuid4().hex
         self.proc: subprocess.Popen | None = None
         self._old_tag: str | None = None
@@ -93,6 +100,8 @@ class Watchdog:
                "--parent-start", repr(me.create_time()), "--tag", self.tag]
         for d in self.remove:
             cmd += ["--remove", d]
+        for c in self.after_death:
+            cmd += ["--after-death", json.dumps(c)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
         # the watchdog says "ready" once it has recorded what existed before it (not ours)
@@ -180,7 +189,8 @@ def end_processes(procs: Sequence[psutil.Process], grace: float = GRACE_S) -> li
     return sorted(everyone)
 
 
-def _watch(parent_pid: int, parent_start: float, tag: str, remove: Sequence[str]) -> None:
+def _watch(parent_pid: int, parent_start: float, tag: str, remove: Sequence[str],
+           after_death: Sequence[Sequence[str]] = ()) -> None:
     for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):  # only the parent's end stops us
         signal.signal(s, signal.SIG_IGN)
     me = os.getpid()
@@ -195,6 +205,7 @@ def _watch(parent_pid: int, parent_start: float, tag: str, remove: Sequence[str]
     sys.stdout.flush()
     seen: dict[int, psutil.Process] = {}
     stdin = sys.stdin.buffer
+    stopped = False
     while parent is not None and _same(parent, parent_start):
         try:
             for c in parent.children(recursive=True):
@@ -205,7 +216,7 @@ def _watch(parent_pid: int, parent_start: float, tag: str, remove: Sequence[str]
             pass
         ready, _, _ = select.select([stdin], [], [], POLL_S)
         if ready:
-            stdin.readline()  # "stop", or end of file: the parent is gone
+            stopped = stdin.readline().strip() == b"stop"  # or end of file: the parent is gone
             break
     victims = [p for p in seen.values() if p.is_running()]  # is_running() checks the start time
     known = {p.pid for p in victims}
@@ -213,6 +224,10 @@ def _watch(parent_pid: int, parent_start: float, tag: str, remove: Sequence[str]
     end_processes(victims)
     for d in remove:
         shutil.rmtree(d, ignore_errors=True)
+    if not stopped:
+        for cmd in after_death:
+            subprocess.run(list(cmd), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=60, check=False)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -221,8 +236,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--parent-start", type=float, required=True)
     ap.add_argument("--tag", required=True)
     ap.add_argument("--remove", action="append", default=[])
+    ap.add_argument("--after-death", action="append", default=[], type=json.loads)
     a = ap.parse_args(argv)
-    _watch(a.parent, a.parent_start, a.tag, a.remove)
+    _watch(a.parent, a.parent_start, a.tag, a.remove, a.after_death)
 
 
 if __name__ == "__main__":

@@ -126,18 +126,19 @@ def _tls_files(args) -> tuple:
 
 
 def cmd_superlink(args) -> int:
-    from fedsim.deploy.commands import deployment_env, superlink_command
+    from fedsim.deploy.commands import deployment_env
 
     ca, cert, key = (None, None, None) if args.insecure else _tls_files(args)
     for p in (ca, cert, key):
         if p is not None and not Path(p).exists():
             raise FedsimError(f"{p} does not exist (make certificates with `fedsim deploy certs`)")
-    cmd = superlink_command(host=args.host, port=args.port, ca_cert=ca, server_cert=cert, server_key=key,
-                            insecure=args.insecure, auth=not (args.no_auth or args.insecure),
-                            database=args.database)
+    from fedsim.deploy.gateway import superlink_main
+
     env = deployment_env(Path(args.flwr_home).resolve(), args.superexec_poll)
     _warn_insecure(args)  # after every check: a mistake gets one line
-    return _exec(cmd, env, args.dry_run)
+    return superlink_main(host=args.host, port=args.port, control_port=args.control_port, ca=ca, cert=cert,
+                          key=key, insecure=args.insecure, auth=not (args.no_auth or args.insecure),
+                          database=args.database, env=env, gateway=not args.no_gateway, dry_run=args.dry_run)
 
 
 def _peer_flags(args, silo: int) -> dict:
@@ -435,15 +436,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace key pairs already in --out")
     p.set_defaults(func=cmd_keys)
 
-    p = sub.add_parser("superlink", help="print and run the flower-superlink command")
+    p = sub.add_parser("superlink", help="print and run the flower-superlink command and its Fleet-only gateway")
     p.add_argument("--certs", type=existing_dir, help="folder from `fedsim deploy certs`")
     p.add_argument("--ssl-ca-certfile", type=existing_file, help="CA certificate (instead of --certs)")
     p.add_argument("--ssl-certfile", type=existing_file, help="SuperLink certificate (instead of --certs)")
     p.add_argument("--ssl-keyfile", type=existing_file, help="SuperLink private key (instead of --certs)")
     p.add_argument("--insecure", action="store_true", help="no TLS (prints a warning; implies --no-auth)")
     p.add_argument("--no-auth", action="store_true", help="accept any SuperNode (no authentication)")
-    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default %(default)s)")
+    p.add_argument("--host", default="0.0.0.0", help="address SuperNodes reach (default %(default)s)")
     p.add_argument("--port", type=port, default=9092, help="Fleet API port, 1..65535 (default %(default)s)")
+    p.add_argument("--control-port", type=port, default=9093,
+                   help="the SuperLink's own port on 127.0.0.1 (Control API: flwr run/ls/stop, "
+                        "supernode register); default %(default)s")
+    p.add_argument("--no-gateway", action="store_true",
+                   help="no Fleet-only gateway: every API on --host:--port, as flower-superlink alone "
+                        "(anyone with the CA certificate can then submit runs)")
     p.add_argument("--database", type=out_file(), help="SQLite file for the SuperLink's state (default: in memory)")
     p.add_argument("--flwr-home", type=out_dir, default="flwr-home",
                    help="FLWR_HOME of the SuperLink (default ./flwr-home)")

@@ -92,6 +92,8 @@ def generate_certificates(out: str | os.PathLike, hosts=DEFAULT_HOSTS, days: int
         Folder for ``ca.crt``, ``ca.key``, ``server.pem``, ``server.key``.
     hosts : str or sequence of str
         Host names and IP addresses the SuperLink is reached at (its SANs).
+        ``localhost`` and ``127.0.0.1`` are always added: the operator's
+        ``flwr`` reaches the Control API on the SuperLink's loopback port.
     days : int
         Validity of both certificates.
     overwrite : bool
@@ -100,6 +102,9 @@ def generate_certificates(out: str | os.PathLike, hosts=DEFAULT_HOSTS, days: int
     if days < 1:
         raise FedsimError(f"--days must be >= 1, got {days}")
     sans = parse_hosts(hosts)
+    for extra in parse_hosts(DEFAULT_HOSTS):  # the operator's flwr dials the SuperLink's loopback port
+        if extra not in sans:
+            sans.append(extra)
     out = Path(out)
     paths = CertPaths(out / "ca.crt", out / "ca.key", out / "server.pem", out / "server.key")
     if not overwrite and any(p.exists() for p in (paths.ca_cert, paths.ca_key, paths.server_cert,

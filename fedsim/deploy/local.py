@@ -1,7 +1,11 @@
 """A SuperLink and N SuperNodes on this machine: ``fedsim deploy local``.
 
 Everything runs on 127.0.0.1 with TLS and SuperNode authentication (unless
-turned off), in a workspace ``RUN/deploy``::
+turned off); as in ``fedsim deploy superlink``, SuperNodes reach the SuperLink
+through the Fleet-only gateway (:mod:`fedsim.deploy.gateway`) and the Control
+API is on the SuperLink's own port. A watchdog (:class:`fedsim.guard.Watchdog`)
+ends every process if ``fedsim deploy local`` itself is killed. The workspace
+is ``RUN/deploy``::
 
     RUN/deploy/certs/      CA + SuperLink certificate (fedsim deploy certs)
     RUN/deploy/keys/       one key pair per silo (fedsim deploy keys)
@@ -33,7 +37,9 @@ from pathlib import Path
 from fedsim.apps.config import RunConfig
 from fedsim.deploy import appdir, certs, commands, keys
 from fedsim.deploy.procs import ProcessSet, free_port, listening_port
+from fedsim.deploy.status import settle
 from fedsim.errors import FedsimError
+from fedsim.guard import Watchdog
 from fedsim.io import atomic_write_text
 
 CONNECTION = "fedsim-local"
@@ -198,8 +204,14 @@ class SuperLinkClient:
         deadline = time.monotonic() + timeout
         last_status = 0.0
         run = None
+        status_file = out / "deploy" / "serverapp.json"
         while time.monotonic() < deadline:
-            self.alive()
+            try:
+                self.alive()
+            except FedsimError as exc:  # the SuperLink died, and the ServerApp with it
+                drain()
+                settle(status_file, "crashed", str(exc).splitlines()[0])
+                raise
             drain()
             if time.monotonic() - last_status > 1.0:
                 last_status = time.monotonic()
@@ -212,14 +224,18 @@ class SuperLinkClient:
         self.timings["finished_after_submit_s"] = time.perf_counter() - t_submit
         drain()
         server = {}
-        if (out / "deploy" / "serverapp.json").exists():
-            server = json.loads((out / "deploy" / "serverapp.json").read_text())
-            if server.get("status") == "running":  # the ServerApp was ended from outside (stop, crash)
-                server["status"] = run.status.sub_status or "failed"
-            elif run.status.sub_status == "stopped" and server.get("status") != "completed":
-                # stopped by the operator: what the ServerApp hit next (an expired push session,
-                # a run that is no longer running) is a consequence, not the outcome
-                server["status"] = "stopped"
+        if status_file.exists():
+            if run.status.sub_status == "stopped":  # stopped by the operator (`flwr stop`)
+                server = settle(status_file, "stopped", run.status.details or "stopped by the operator")
+            else:  # the run ended and its ServerApp recorded nothing: its process died
+                server = settle(status_file, "crashed", "the ServerApp process ended without recording "
+                                f"an outcome (SuperLink: {run.status.sub_status or 'no status'} "
+                                f"{run.status.details or ''})".rstrip())
+            if run.status.sub_status == "stopped" and server.get("status") not in ("completed", "stopped"):
+                # what the ServerApp hit next (an expired push session, a run that is no longer
+                # running) is a consequence of the operator's stop, not the outcome
+                server = dict(server, status="stopped")
+                atomic_write_text(status_file, json.dumps(server, indent=2, default=str))
         return {"run_id": run_id, "status": run.status.status, "sub_status": run.status.sub_status,
                 "details": run.status.details, "bytes_sent": run.bytes_sent, "bytes_recv": run.bytes_recv,
                 "clientapp_runtime_s": run.clientapp_runtime, "serverapp": server}
@@ -270,6 +286,10 @@ class LocalCluster:
     links : dict, optional
         ``silo -> (host, port)`` the SuperNode of that silo dials instead of
         the SuperLink (a link emulator in front of it).
+    gateway : bool
+        SuperNodes reach the SuperLink through :mod:`fedsim.deploy.gateway`
+        (Fleet API only) on its own port; the SuperLink's port (Control API)
+        is the operator's. ``False``: they dial the SuperLink's port.
     """
 
     workspace: Path
@@ -280,6 +300,7 @@ class LocalCluster:
     speed: Speed = field(default_factory=Speed)
     links: dict | None = None
     verbose: bool = True
+    gateway: bool = True
 
     def __post_init__(self) -> None:
         from fedsim.topologies.networks import load_network
@@ -298,7 +319,8 @@ class LocalCluster:
             self.env |= node_env(self.speed.node_poll_s, self.task, self.speed.warm_clientapp,
                                  self.speed.pull_backoff_s)
         self.run_env = commands.process_env(self.env)  # not printed in commands.sh
-        self.port = 0
+        self.port = 0  # the SuperLink's own port: Control, Runtime and Fleet APIs
+        self.fleet_port = 0  # what SuperNodes dial: the gateway's port (the SuperLink's without it)
         self.nodes: list[SiloNode] = []
         self.cert_paths: certs.CertPaths | None = None
         self.lines: list[str] = []
@@ -308,7 +330,13 @@ class LocalCluster:
     # -- helpers -----------------------------------------------------------------
     @property
     def address(self) -> str:
+        """The SuperLink's own address (the operator's: Control API)."""
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def fleet_address(self) -> str:
+        """The address SuperNodes dial (the gateway's, which passes the Fleet API only)."""
+        return f"127.0.0.1:{self.fleet_port}"
 
     def say(self, msg: str) -> None:
         if self.verbose:
@@ -331,7 +359,10 @@ class LocalCluster:
 
     # -- start -------------------------------------------------------------------
     def start(self, port: int | None = None, ready_timeout: float = 90) -> LocalCluster:
-        """Certificates, keys, SuperLink, node registration, SuperNodes."""
+        """Certificates, keys, SuperLink, gateway, node registration, SuperNodes.
+
+        ``port``: the Fleet port SuperNodes dial (the gateway's; the SuperLink's without the gateway).
+        """
         t0 = time.perf_counter()
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.home.mkdir(parents=True, exist_ok=True)
@@ -342,7 +373,13 @@ class LocalCluster:
             if self.auth else [None] * len(names)
         self.silo_certs = (certs.generate_silo_certificates(self.workspace / "certs", names, overwrite=True)
                            if not self.insecure else None)
-        self.port = port or free_port()
+        if self.gateway:
+            self.fleet_port = port or free_port()
+            self.port = free_port()
+            while self.port == self.fleet_port:
+                self.port = free_port()
+        else:
+            self.port = self.fleet_port = port or free_port()
         cp = self.cert_paths
         cmd = commands.superlink_command(
             host="127.0.0.1", port=self.port, insecure=self.insecure, auth=self.auth,
@@ -350,8 +387,20 @@ class LocalCluster:
         self._record(cmd)
         self.procs.start("superlink", cmd, self.run_env, cwd=self.workspace)
         self.say(f"SuperLink starting on {self.address} ({'TLS' if not self.insecure else 'NO TLS'}"
-                 f"{', SuperNode authentication' if self.auth else ''})")
+                 f"{', SuperNode authentication' if self.auth else ''})"
+                 + (f"; SuperNodes dial the Fleet-only gateway on {self.fleet_address}" if self.gateway else ""))
         self.wait_superlink(ready_timeout)
+        if self.gateway:
+            from fedsim.deploy.gateway import gateway_command, wait_listening
+
+            gw = gateway_command(self.fleet_address, self.address, cp and cp.server_cert, cp and cp.server_key,
+                                 cp and cp.ca_cert, insecure=self.insecure)
+            self._record(gw)
+            proc = self.procs.start("gateway", gw, self.run_env, cwd=self.workspace)
+            try:
+                wait_listening("127.0.0.1", self.fleet_port, proc, ready_timeout, "the Fleet gateway")
+            except FedsimError as exc:
+                raise FedsimError(f"{exc}:\n{self.procs.tail('gateway')}") from None
         self.timings["superlink_ready_s"] = time.perf_counter() - t0
         appdir.write_connection(self.home, CONNECTION, self.address,
                                 root_cert=cp.ca_cert if cp else None, insecure=self.insecure)
@@ -363,7 +412,7 @@ class LocalCluster:
             self.register([k.public for k in node_keys])
         self.timings["registered_s"] = time.perf_counter() - t0
         for i, (name, k) in enumerate(zip(names, node_keys)):
-            dial = self.address
+            dial = self.fleet_address
             if self.links and i in self.links:
                 dial = "%s:%d" % tuple(self.links[i])
             peer_port = listening_port(taken={n.peer_port for n in self.nodes})  # bound only during runs
@@ -458,6 +507,8 @@ class LocalCluster:
     def _check_superlink(self) -> None:
         if not self.procs.alive("superlink"):
             raise FedsimError("the SuperLink exited during the run:\n" + self.procs.tail("superlink"))
+        if self.gateway and not self.procs.alive("gateway"):
+            raise FedsimError("the Fleet gateway exited during the run:\n" + self.procs.tail("gateway"))
 
     # -- runs -----------------------------------------------------------------------
     def submit(self, cfg: RunConfig, out: Path, min_silos: int = 0, resume: bool = False,
@@ -479,11 +530,12 @@ class LocalCluster:
 
 
     # -- teardown ----------------------------------------------------------------------
-    def stop(self) -> None:
+    def stop(self, grace: float = 3.0) -> None:
+        """Stop every process (SIGTERM, ``grace`` s, SIGKILL)."""
         t0 = time.perf_counter()
         if self.client is not None:
             self.client.close()
-        self.procs.stop()
+        self.procs.stop(grace=grace)
         self.timings["teardown_s"] = time.perf_counter() - t0
         left = self.procs.leftovers()
         if left:
@@ -496,7 +548,8 @@ class LocalCluster:
         self.stop()
 
     def describe(self) -> dict:
-        return {"superlink": self.address, "tls": not self.insecure, "auth": self.auth,
+        return {"superlink": self.address, "fleet": self.fleet_address, "gateway": self.gateway,
+                "tls": not self.insecure, "auth": self.auth,
                 "speed": asdict(self.speed), "nodes": [{"silo": n.index, "name": n.name,
                                                         "dials": n.superlink, "runtime_port": n.runtime_port}
                                                        for n in self.nodes],
@@ -513,19 +566,38 @@ def run_local(cfg: RunConfig, out: Path, *, insecure: bool = False, auth: bool =
     from fedsim.deploy.serverapp import prepare_resume
 
     out = Path(out).resolve()
-    cluster = LocalCluster(out / "deploy", cfg.network, cfg.task, insecure=insecure, auth=auth,
-                           speed=speed or Speed(), verbose=verbose)
+    status_file = out / "deploy" / "serverapp.json"
+    # Ends every process of this deployment if this one dies (even by SIGKILL) and then records
+    # that the run crashed; started first, so that every process inherits its tag.
+    watchdog = Watchdog(after_death=[[sys.executable, "-m", "fedsim.deploy.status", str(status_file),
+                                      "crashed", "fedsim deploy local was killed"]]).start()
     t0 = time.perf_counter()
     outcome: dict = {}
+    ended = ("crashed", "the deployment failed")
+    cluster = None
     try:
+        cluster = LocalCluster(out / "deploy", cfg.network, cfg.task, insecure=insecure, auth=auth,
+                               speed=speed or Speed(), verbose=verbose)
         cluster.start()
         skip = prepare_resume(out) if resume else 0
         run_id = cluster.submit(cfg, out, min_silos, resume=resume)
         outcome = cluster.client.follow(run_id, out, cfg.rounds, timeout, skip=skip)
+    except KeyboardInterrupt:
+        ended = ("stopped", "interrupted (Ctrl-C)")
+        raise
+    except FedsimError as exc:
+        ended = ("stopped" if "did not finish within" in str(exc) else "crashed", str(exc).splitlines()[0])
+        raise
     finally:
-        cluster.stop()
-        outcome["wall_s"] = time.perf_counter() - t0
-        outcome["leftover_pids"] = cluster.procs.leftovers()
-        record = cluster.describe() | {"outcome": outcome}
-        atomic_write_text(out / "deploy" / "deploy.json", json.dumps(record, indent=2, default=str))
+        try:
+            if cluster is not None:
+                cluster.stop(grace=1.0 if ended[0] == "stopped" else 3.0)
+        finally:
+            watchdog.stop()
+        settle(status_file, *ended)  # only if the ServerApp could not record its outcome
+        if cluster is not None:
+            outcome["wall_s"] = time.perf_counter() - t0
+            outcome["leftover_pids"] = cluster.procs.leftovers()
+            record = cluster.describe() | {"outcome": outcome}
+            atomic_write_text(out / "deploy" / "deploy.json", json.dumps(record, indent=2, default=str))
     return outcome

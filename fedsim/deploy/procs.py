@@ -84,9 +84,10 @@ def processes_with_env(key: str, value: str) -> list[int]:
 class ProcessSet:
     """Named processes started by a deployment, each logging to ``log_dir/NAME.log``."""
 
-    def __init__(self, log_dir: str | os.PathLike) -> None:
-        self.log_dir = Path(log_dir)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, log_dir: str | os.PathLike | None) -> None:
+        self.log_dir = Path(log_dir) if log_dir is not None else None  # None: only adopted processes
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
         self.procs: dict[str, subprocess.Popen] = {}
         self.known: set[int] = set()  # every PID seen in a tree of ours
 
@@ -102,6 +103,12 @@ class ProcessSet:
                                     cwd=cwd, start_new_session=True, stdin=subprocess.DEVNULL)
         finally:
             log.close()  # the child holds its own descriptor
+        self.procs[name] = proc
+        self.known.add(proc.pid)
+        return proc
+
+    def adopt(self, name: str, proc: subprocess.Popen) -> subprocess.Popen:
+        """Look after a process started elsewhere (in a session of its own) as ``name``."""
         self.procs[name] = proc
         self.known.add(proc.pid)
         return proc
