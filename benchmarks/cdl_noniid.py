@@ -104,7 +104,7 @@ def run_one(variant: str, seed: int, args, compute_ms: float | None, options: di
 def paper_size_clock(network: str, strategy: str) -> dict:
     """Cycle time of the topology for the paper-size model (no training needed)."""
     from fedsim.apps.server_app import timing_topology
-    from fedsim.clients.cdl import CDLTask
+    from fedsim.clients.cdl.task import CDLTask
     from fedsim.timing.simulate import simulate
     from fedsim.topologies import build_schedule, connectivity
     from fedsim.topologies.delay import DelayProfile

@@ -44,8 +44,8 @@ METRICS = ("gmc", "gen_div", "tif", "bas", "fd_k")
 
 def per_group(x: np.ndarray, music: np.ndarray) -> dict[str, np.ndarray]:
     """Per-group values of the within-group metrics (for error bars)."""
-    from fedsim.clients import gcd_metrics as gm
-    from fedsim.clients.gcd import BEAT_SIGMA, music_beats
+    from fedsim.clients.gcd import metrics as gm
+    from fedsim.clients.gcd.data import BEAT_SIGMA, music_beats
 
     return {"gmc": np.array([gm.group_motion_correlation(g) for g in x]),
             "gen_div": np.array([gm.generation_diversity(g[None]) for g in x]),
@@ -81,7 +81,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     torch.set_num_threads(1)
-    from fedsim.clients.gcd import GCDTask, ddim_sample, make_groups, render_strip, sample_long, score_groups
+    from fedsim.clients.gcd.task import GCDTask
+    from fedsim.clients.gcd.model import ddim_sample, sample_long
+    from fedsim.clients.gcd.data import make_groups
+    from fedsim.plots import render_strip
+    from fedsim.clients.gcd.metrics import score_groups
 
     out, figs = Path(args.out), Path(args.figures)
     out.mkdir(parents=True, exist_ok=True)

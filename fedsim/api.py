@@ -126,12 +126,12 @@ def cycle_times(
     """
     import pandas as pd
 
-    import fedsim.clients  # noqa: F401  (registers the tasks' delay profiles)
     from fedsim.errors import unknown_name
     from fedsim.timing.calibration import deployment_profile
     from fedsim.timing.sweep import SweepConfig, run_sweep
     from fedsim.topologies import TOPOLOGIES
-    from fedsim.topologies.delay import DelayProfile, get_profile
+    from fedsim.clients import get_profile
+    from fedsim.topologies.delay import DelayProfile
     from fedsim.topologies.networks import BUILTIN_NETWORKS, load_network
 
     workers = check_int_at_least("workers", workers, 1)

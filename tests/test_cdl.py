@@ -17,18 +17,10 @@ import torch
 from PIL import Image
 
 from fedsim.clients import get_task
-from fedsim.clients.cdl import (
-    CDLNet,
-    CDLTask,
-    ResNet8,
-    bernoulli_kl,
-    cdl_loss,
-    load_steering_folder,
-    render_roads,
-    silo_sizes,
-    silo_steering,
-    synthetic_silo,
-    to_float,
+from fedsim.clients.cdl.model import CDLNet, ResNet8, bernoulli_kl, cdl_loss
+from fedsim.clients.cdl.task import CDLTask
+from fedsim.clients.cdl.data import (
+    load_steering_folder, render_roads, silo_sizes, silo_steering, synthetic_silo, to_float,
 )
 from fedsim.errors import FedsimError
 
@@ -129,8 +121,14 @@ def _silo(task: CDLTask, silo: int = 0):
     return task.partition(silo, 3, seed=1)
 
 
+def _frozen(task: CDLTask) -> CDLTask:
+    """The task with an optimiser that computes gradients but moves nothing (lr 0 is refused as an option)."""
+    task._optimizer = lambda model: torch.optim.SGD(model.parameters(), lr=0.0)
+    return task
+
+
 def test_sub_network_starts_as_a_copy_and_is_not_recopied():
-    task = CDLTask(SMALL | {"lr": 0.0})
+    task = _frozen(CDLTask(SMALL))
     torch.manual_seed(0)
     model = task.model()
     data = _silo(task)
@@ -178,7 +176,7 @@ def test_beta_one_freezes_the_sub_network():
 
 
 def test_fedprox_term_acts_on_the_backbone_only():
-    task = CDLTask(SMALL | {"beta": 1.0, "weight_decay": 0.0, "lr": 0.0})
+    task = _frozen(CDLTask(SMALL | {"beta": 1.0, "weight_decay": 0.0}))
     torch.manual_seed(0)
     model = task.model()
     anchor = [p.detach().clone() + 1.0 for p in model.parameters()]  # far from every weight

@@ -14,36 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from fedsim.clients.cfor import (
-    AttributeGroup,
-    CFORNet,
-    CFOROutput,
-    CFORTask,
-    Ontology,
-    attribute_metrics,
-    cfor_loss,
-    confusion_counts,
-    generate,
-    load_deepfashion,
-    load_ontology,
-    mcc,
-    mcc_thresholds,
-    multitask_bce,
-    predict_stages,
-    rarest,
-    silo_generator,
-    stage_loss,
-)
-from fedsim.clients.cfor_retrieval import (
-    ExactIndex,
-    Features,
-    OntologyIndex,
-    attribute_map_at_k,
-    average_precision_at_k,
-    make_index,
-    map_at_k,
-    relevance,
-)
+from fedsim.clients.cfor.ontology import AttributeGroup, Ontology, load_ontology, predict_stages
+from fedsim.clients.cfor.model import CFORNet, CFOROutput, cfor_loss, multitask_bce, stage_loss
+from fedsim.clients.cfor.task import CFORTask
+from fedsim.clients.cfor.metrics import attribute_metrics, confusion_counts, mcc, mcc_thresholds, rarest
+from fedsim.clients.cfor.data import generate, load_deepfashion, silo_generator
+from fedsim.clients.cfor.retrieval import Features, OntologyIndex, make_index
+from fedsim.clients.cfor.metrics import attribute_map_at_k, average_precision_at_k, map_at_k, relevance
 from fedsim.errors import FedsimError
 
 TOY = Ontology("toy", ("up", "down"), (("a", "b"), ("c",)),
@@ -199,21 +176,24 @@ def _brute(db: np.ndarray, q: np.ndarray, k: int):
     return np.take_along_axis(d, idx, 1), idx
 
 
-@pytest.mark.parametrize("backend", ["numpy", "faiss"])
-def test_flat_index_matches_brute_force(backend):
-    if backend == "faiss":
-        pytest.importorskip("faiss")
+def test_flat_index_matches_brute_force():
+    import faiss
+
     rng = np.random.default_rng(0)
     db = rng.normal(size=(500, 16)).astype(np.float32)
     q = rng.normal(size=(20, 16)).astype(np.float32)
-    index = make_index(db, "flat", backend=backend)
+    index = make_index(db, "flat", use_gpu=False)
+    assert isinstance(index.cpu, faiss.IndexFlatL2)
     d, i = index.search(q, 10)
     d_ref, i_ref = _brute(db, q, 10)
     np.testing.assert_array_equal(i, i_ref)
     np.testing.assert_allclose(d, d_ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(index.reconstruct_batch(np.array([3, 7])), db[[3, 7]])
-    d, i = ExactIndex(db[:3]).search(q[:1], 5)  # asking for more than stored pads with -1
-    assert i[0, 3:].tolist() == [-1, -1] and np.isinf(d[0, 3:]).all()
+    d, i = make_index(db[:3], "flat", use_gpu=False).search(q[:1], 5)  # more than stored: padded with -1
+    assert i[0, :3].tolist() == _brute(db[:3], q[:1], 3)[1][0].tolist()
+    assert i[0, 3:].tolist() == [-1, -1] and (d[0, 3:] > 1e30).all()
+    with pytest.raises(FedsimError, match="valid: auto, faiss"):
+        make_index(db, "flat", backend="numpy")
 
 
 def test_ivfpq_recall_sanity():
@@ -250,7 +230,7 @@ def _query(f, region, category, attrs):
 
 
 def test_coarse_to_fine_filter_and_ranking():
-    index = OntologyIndex(TOY, _toy_db(), ids=np.arange(10, 16), backend="numpy")
+    index = OntologyIndex(TOY, _toy_db(), ids=np.arange(10, 16), use_gpu=False)
     assert sorted(index.leaves) == [0, 1, 2] and index.leaves[2].region == "down"
     q = _query([0.8, 0.6], 0, 0, [1, 0, 0])
     # category filter: only leaf 0 (ids 10-12), although ids 13 and 14 share q's attributes.
@@ -280,7 +260,7 @@ def test_query_expansion_with_m_equal_k_only_reorders():
     f = rng.normal(size=(60, 4)).astype(np.float32)
     attrs = (rng.random((60, 3)) < 0.4).astype(np.float32)
     db = Features(f, np.zeros(60, int), np.zeros(60, int), attrs, attrs)
-    index = OntologyIndex(TOY, db, backend="numpy")
+    index = OntologyIndex(TOY, db, use_gpu=False)
     q = Features(f[:5] + 0.1, np.zeros(5, int), np.zeros(5, int), attrs[:5], attrs[:5])
     plain = index.search(q, 8, m=8, global_weight=1.0)
     qe = index.search(q, 8, m=8, global_weight=1.0, expand=True, expand_k=8)
@@ -296,9 +276,9 @@ def test_query_expansion_with_m_equal_k_only_reorders():
 
 
 def test_index_save_load_roundtrip(tmp_path):
-    index = OntologyIndex(TOY, _toy_db(), backend="numpy")
+    index = OntologyIndex(TOY, _toy_db(), use_gpu=False)
     root = index.save(tmp_path / "db")
-    assert (root / "up" / "a" / "items.npz").exists() and (root / "down" / "c" / "vectors.npy").exists()
+    assert (root / "up" / "a" / "items.npz").exists() and (root / "down" / "c" / "index.faiss").exists()
     back = OntologyIndex.load(root)
     q = _query([0.8, 0.6], 0, 0, [1, 0, 0])
     assert back.search(q, 3).ids.tolist() == index.search(q, 3).ids.tolist()
@@ -387,7 +367,7 @@ def test_deepfashion_loader_on_fixture(tmp_path):
     torch.manual_seed(0)
     assert task.model()(d.x_train).attributes.shape == (4, 4)
     (tmp_path / "Anno" / "list_attr_cloth.txt").write_text("1\nattribute_name attribute_type\nfoo 9\n")
-    from fedsim.clients.cfor import _deepfashion
+    from fedsim.clients.cfor.data import _deepfashion
 
     _deepfashion.cache_clear()
     with pytest.raises(FedsimError, match="unknown attribute type"):
@@ -429,7 +409,7 @@ def test_evaluate_reports_metrics_and_partition_is_fixed():
 
 
 def test_extract_features_for_retrieval():
-    from fedsim.clients.cfor_retrieval import extract
+    from fedsim.clients.cfor.retrieval import extract
 
     task = CFORTask(SMALL)
     data = task.partition(0, 1, seed=2)
@@ -449,7 +429,7 @@ def test_extract_features_for_retrieval():
 def test_registered_task():
     from fedsim.clients import TASKS, get_task
 
-    assert TASKS["cfor"] == "fedsim.clients.cfor:CFORTask"
+    assert TASKS["cfor"] == "fedsim.clients.cfor.task:CFORTask"
     assert get_task("cfor").metric == "mcc"
 
 
@@ -472,7 +452,7 @@ def test_two_rounds_three_silos_on_ray_then_retrieve(tmp_path, tri_network):
     assert all(-1 <= float(r["eval_metric"]) <= 1 for r in rows)
     assert float(rows[-1]["eval_loss"]) < float(rows[0]["eval_loss"])
 
-    from fedsim.clients.cfor_run import load_run, retrieve
+    from fedsim.clients.cfor.run import load_run, retrieve
 
     run = load_run(run_dir)
     with np.load(run_dir / "checkpoint.npz") as z:
@@ -481,7 +461,7 @@ def test_two_rounds_three_silos_on_ray_then_retrieve(tmp_path, tri_network):
     res = retrieve(run_dir, run.parts[0].x_test[:2], k=5)
     assert res.ids.shape == (2, 5) and (res.ids >= 0).all() and (res.ids < len(run.database)).all()
     # every result lies in the leaves the coarse stage allows for the query's predicted category
-    from fedsim.clients.cfor_run import _cached_index
+    from fedsim.clients.cfor.run import _cached_index
 
     index = _cached_index(str(run_dir.resolve()), "flat")
     for qi in range(2):

@@ -27,7 +27,7 @@ def test_every_task_has_a_reference_step(name):
 
 
 def test_measuring_is_explicit_and_options_that_change_the_step_measure(monkeypatch):
-    from fedsim.clients.digits import DigitsTask
+    from fedsim.clients.digits.task import DigitsTask
 
     calls = []
     monkeypatch.setattr(DigitsTask, "measure_step_ms", lambda self, steps=5: calls.append(steps) or 7.5)
@@ -40,7 +40,7 @@ def test_measuring_is_explicit_and_options_that_change_the_step_measure(monkeypa
 
 
 def test_same_config_same_clock(tri_network, monkeypatch):
-    from fedsim.clients.digits import DigitsTask
+    from fedsim.clients.digits.task import DigitsTask
 
     monkeypatch.setattr(DigitsTask, "measure_step_ms", lambda self, steps=5: pytest.fail("measured"))
     plans = [RunPlan.build(RunConfig(network=tri_network, strategy="multigraph", rounds=12, seed=4)) for _ in range(2)]

@@ -13,26 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from fedsim.clients import gcd_metrics as gm
-from fedsim.clients.gcd import (
-    GCDModel,
-    GCDTask,
-    GroupModulation,
-    MusicMotionLayer,
-    blend_windows,
-    cosine_alpha_bar,
-    ddim_parts,
-    ddim_sample,
-    global_mask,
-    info_nce,
-    local_mask,
-    make_groups,
-    make_negatives,
-    music_beats,
-    posterior_step,
-    q_sample,
-    sample_long,
+from fedsim.clients.gcd import metrics as gm
+from fedsim.clients.gcd.model import (
+    GCDModel, GroupModulation, MusicMotionLayer, blend_windows, cosine_alpha_bar, ddim_parts, ddim_sample,
+    global_mask, info_nce, local_mask, make_negatives, posterior_step, q_sample, sample_long,
 )
+from fedsim.clients.gcd.task import GCDTask
+from fedsim.clients.gcd.data import make_groups, music_beats
 from fedsim.errors import FedsimError
 
 TINY = {"frames": 16, "n_train": 16, "n_test": 8, "d_model": 32, "layers": 1, "heads": 2, "enc_d": 16,
@@ -322,7 +309,7 @@ def test_options_are_checked():
         GCDTask({"frame": 10})
     with pytest.raises(FedsimError, match="need sample_eval"):
         GCDTask({"metric": "fd_k"})
-    with pytest.raises(FedsimError, match="guidance must be one of"):
+    with pytest.raises(FedsimError, match="unknown gcd guidance .sideways.; valid: clean, noisy"):
         GCDTask({"guidance": "sideways"})
     task = GCDTask({"sample_eval": True})
     assert (task.metric, task.higher_is_better) == ("fd_k", False)

@@ -14,9 +14,12 @@ import torch
 from torch import nn
 
 from fedsim.clients import get_task
-from fedsim.clients.sac import (FINE_CLASSES, SACNet, SACOutput, SACTask, couple_attention,
-                                drop_most_attended, encode_names, hash_token, load_cub, make_fine,
-                                mix_probabilities, name_tokens)
+from fedsim.clients.sac.data import FINE_CLASSES, load_cub, make_fine
+from fedsim.clients.sac.model import (
+    SACNet, SACOutput, couple_attention, drop_most_attended, encode_names, hash_token, name_tokens,
+)
+from fedsim.clients.sac.task import SACTask
+from fedsim.clients.sac.metrics import mix_probabilities
 from fedsim.errors import FedsimError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -58,7 +61,7 @@ def test_joint_embedding_shapes_and_any_input_size():
 
 
 def test_grid_pool_matches_adaptive_max_pool():
-    from fedsim.clients.sac import GridPool
+    from fedsim.clients.sac.model import GridPool
 
     for size, target in ((16, 8), (8, 4), (8, 8), (13, 4), (32, 8)):
         x = torch.randn(2, 3, size, size)
@@ -280,7 +283,7 @@ def test_config_errors():
         SACTask({"sac_alpha": 1.5})
     with pytest.raises(FedsimError, match="expects true or false"):
         SACTask({"sac": "maybe"})
-    with pytest.raises(FedsimError, match="expects a int"):
+    with pytest.raises(FedsimError, match="sac option k expects an integer"):
         SACTask({"k": "three"})
     assert SACTask({"sac": "false"}).model().sac is False
 

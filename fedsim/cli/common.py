@@ -364,7 +364,7 @@ def print_summary(s: dict, wall: str = "real") -> None:
 def resolved_profile(args, name: str):
     """The delay profile ``name`` with the command line's overrides and calibration."""
     from fedsim.timing.calibration import deployment_profile
-    from fedsim.topologies.delay import get_profile
+    from fedsim.clients import get_profile  # published workloads and the tasks' profiles
 
     prof = get_profile(name, **profile_overrides(args))
     if args.local_ms is not None or args.round_trips is not None:

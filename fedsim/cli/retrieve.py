@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedsim.clients.cfor_retrieval import INDEX_KINDS, LEVELS, relevance
+from fedsim.clients.cfor.retrieval import INDEX_KINDS, LEVELS
+from fedsim.clients.cfor.metrics import relevance
 from fedsim.errors import FedsimError, check_int_at_least
 
 if TYPE_CHECKING:
-    from fedsim.clients.cfor import Ontology
+    from fedsim.clients.cfor.ontology import Ontology
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -41,7 +42,7 @@ def _names(onto: Ontology, attrs: np.ndarray) -> list[str]:
 def cmd_retrieve(args) -> int:
     """Handler of ``fedsim retrieve``: print the query's predictions and its top-k."""
 
-    from fedsim.clients.cfor_run import _cached_index, _cached_run, retrieve
+    from fedsim.clients.cfor.run import _cached_index, _cached_run, retrieve
 
     check_int_at_least("-k", args.k, 1)
     run = _cached_run(str(Path(args.run_dir).resolve()))

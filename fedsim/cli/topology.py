@@ -18,7 +18,6 @@ from fedsim.errors import FedsimError, check_int_at_least
 
 
 def cmd_topology(args) -> int:
-    import fedsim.clients  # noqa: F401  (registers the tasks' delay profiles)
     from fedsim.apps.plan import timing_topology
     from fedsim.errors import unknown_name
     from fedsim.timing.simulate import simulate

@@ -1,9 +1,10 @@
 """The task interface every local learning task implements.
 
-A task owns its model, its per-silo data partition, one round of local
-training and evaluation, and its delay profile. The ClientApp and the
-ServerApp only talk to tasks through this interface, so a new task is one
-module plus one registry line in :mod:`fedsim.clients`.
+A task owns its typed options, its model, its per-silo data partition, one
+round of local training and evaluation, and its delay profile. The ClientApp
+and the ServerApp only talk to tasks through this interface, so a new task is
+one package (``options``, ``data``, ``model``, ``task``) plus one registry line
+in :mod:`fedsim.clients`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fedsim.clients.options import TaskOptions, check_silos, parse
+from fedsim.errors import FedsimError
 from fedsim.topologies.delay import DelayProfile
 
 
@@ -35,16 +38,30 @@ class SiloData:
 class Task(ABC):
     """A local learning task.
 
-    Subclasses set :attr:`name` and :attr:`metric` (the headline evaluation
-    metric, e.g. ``"accuracy"``) and implement the abstract methods.
+    Subclasses set :attr:`name`, :attr:`Options` (a frozen dataclass of their
+    options, see :mod:`fedsim.clients.options`) and :attr:`metric` (the
+    headline evaluation metric, e.g. ``"accuracy"``) and implement the
+    abstract methods. ``config`` (option name -> value, as typed by a user) is
+    parsed into :attr:`options`; :attr:`config` keeps the keys the user gave.
     """
 
     name: str = ""
     metric: str = "accuracy"
     higher_is_better: bool = True
+    Options: type[TaskOptions] = TaskOptions
 
-    def __init__(self, config: dict | None = None) -> None:
-        self.config = dict(config or {})
+    def __init__(self, config: dict | TaskOptions | None = None) -> None:
+        if isinstance(config, TaskOptions):
+            self.options = config
+            defaults = type(config)()
+            self.config = {k: v for k, v in config.as_dict().items() if getattr(defaults, k) != v}
+        else:
+            self.config = dict(config or {})
+            self.options = parse(self.Options, self.config, self.name)
+
+    def check_silos(self, n_silos: int) -> None:
+        """Refuse (one line) a silo count these options cannot serve."""
+        check_silos(self.name, self.options, n_silos)
 
     # -- model ---------------------------------------------------------------
     @abstractmethod
@@ -146,25 +163,45 @@ def prox_term(model: torch.nn.Module, anchor: list[torch.Tensor] | None, mu: flo
 
 
 def minibatch_steps(model: torch.nn.Module, data: SiloData, steps: int, generator: torch.Generator,
-                    optimizer: torch.optim.Optimizer, batch_size: int, loss_fn,
-                    prox_mu: float = 0.0, anchor: list[torch.Tensor] | None = None) -> dict[str, float]:
+                    optimizer: torch.optim.Optimizer, batch_size: int, loss_fn=None,
+                    prox_mu: float = 0.0, anchor: list[torch.Tensor] | None = None, *,
+                    batch_loss=None, prox_model: torch.nn.Module | None = None,
+                    clip_grad_norm: float | None = None) -> dict[str, float]:
     """``steps`` optimizer steps on random minibatches of the silo's training split.
 
     Each step draws ``batch_size`` indices from ``generator`` (so a run repeats
-    for a seed), minimises ``loss_fn(model(x), y)`` plus the FedProx term, and
-    the mean task loss (without the proximal term) is returned as ``loss``.
+    for a seed) and minimises the task objective plus the FedProx term
+    ``prox_mu/2·||w - anchor||²`` over ``prox_model``'s parameters (default:
+    the whole model). The objective is ``loss_fn(model(x), y)``, or, for a task
+    whose step needs more than one forward pass or more random draws,
+    ``batch_loss(idx) -> (objective, logs)`` (its draws come from
+    ``generator`` after the indices, in the same order every run). With
+    ``clip_grad_norm`` the gradient norm is clipped before the step.
+
+    Returns the mean over the steps of each logged value: ``loss`` is the
+    objective without the proximal term unless ``logs`` names its own ``loss``.
     """
+    if (loss_fn is None) == (batch_loss is None):
+        raise TypeError("give exactly one of loss_fn and batch_loss")
+    if batch_loss is None:
+        def batch_loss(idx):
+            return loss_fn(model(data.x_train[idx]), data.y_train[idx]), {}
     bs = min(batch_size, data.n_train)
+    prox_model = model if prox_model is None else prox_model
     model.train()
-    losses = []
+    logs: dict[str, list[float]] = {}
     for _ in range(steps):
         idx = torch.randint(0, data.n_train, (bs,), generator=generator)
-        loss = loss_fn(model(data.x_train[idx]), data.y_train[idx])
+        objective, parts = batch_loss(idx)
         optimizer.zero_grad()
-        (loss + prox_term(model, anchor, prox_mu)).backward()
+        (objective + prox_term(prox_model, anchor, prox_mu)).backward()
+        if clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
         optimizer.step()
-        losses.append(float(loss.detach()))
-    return {"loss": float(np.mean(losses))}
+        step = {"loss": float(objective.detach()), **parts}
+        for k, v in step.items():
+            logs.setdefault(k, []).append(float(v))
+    return {k: float(np.mean(v)) for k, v in logs.items()} if logs else {"loss": float("nan")}
 
 
 def dirichlet_partition(labels: np.ndarray, n_silos: int, alpha: float, seed: int,
@@ -173,14 +210,24 @@ def dirichlet_partition(labels: np.ndarray, n_silos: int, alpha: float, seed: in
 
     For each class, its samples are divided among silos with proportions drawn
     from Dir(α); small α gives each silo few classes. Redraws (up to 100 times)
-    until every silo has at least ``min_size`` samples.
+    until every silo has at least ``min_size`` samples; if no draw does (many
+    silos), the last draw is repaired: a silo short of ``min_size`` takes
+    samples, drawn at random, from the largest silo until it has enough. Any
+    ``n_silos <= len(labels) // min_size`` is served; more raise
+    :class:`~fedsim.errors.FedsimError`.
 
     Examples
     --------
     >>> parts = dirichlet_partition(np.repeat(np.arange(3), 20), 4, alpha=0.5, seed=0)
     >>> sorted(int(i) for p in parts for i in p) == list(range(60))
     True
+    >>> parts = dirichlet_partition(np.repeat(np.arange(3), 20), 15, alpha=0.5, seed=0)
+    >>> min(len(p) for p in parts)
+    4
     """
+    if n_silos * min_size > len(labels):
+        raise FedsimError(f"{len(labels)} samples can serve at most {len(labels) // min_size} silos with "
+                          f"min_size={min_size}, got {n_silos} silos")
     rng = np.random.default_rng(seed)
     classes = np.unique(labels)
     for _ in range(100):
@@ -192,4 +239,11 @@ def dirichlet_partition(labels: np.ndarray, n_silos: int, alpha: float, seed: in
                 parts[silo].extend(chunk.tolist())
         if min(len(p) for p in parts) >= min_size:
             break
+    else:
+        sizes = np.array([len(p) for p in parts])
+        for silo in np.flatnonzero(sizes < min_size):
+            while len(parts[silo]) < min_size:
+                donor = int(np.argmax([len(p) for p in parts]))
+                parts[silo].append(parts[donor].pop(int(rng.integers(len(parts[donor])))))
     return [np.sort(np.array(p, dtype=np.int64)) for p in parts]
+

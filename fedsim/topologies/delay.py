@@ -18,14 +18,13 @@ All times are milliseconds, capacities bit/s, model sizes bits.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import networkx as nx
 import numpy as np
 
-from fedsim.errors import check_int_at_least, check_positive, unknown_name
+from fedsim.errors import FedsimError, check_int_at_least, check_positive, unknown_name
 from fedsim.topologies.networks import Network
 
 
@@ -112,18 +111,9 @@ PUBLISHED_PROFILES: dict[str, DelayProfile] = {
     )
 }
 
-# Profiles that other rooms (e.g. training tasks) contribute lazily: name -> factory.
-_PROFILE_FACTORIES: dict[str, Callable[[], DelayProfile]] = {}
-
-
-def register_profile(name: str, factory: Callable[[], DelayProfile]) -> None:
-    """Register a profile computed on demand (e.g. from a task's real model)."""
-    _PROFILE_FACTORIES[name] = factory
-
-
 def profile_names() -> list[str]:
-    """Names accepted by :func:`get_profile`."""
-    return list(PUBLISHED_PROFILES) + [n for n in _PROFILE_FACTORIES if n not in PUBLISHED_PROFILES]
+    """Names accepted by :func:`get_profile` (the tasks' profiles: :func:`fedsim.clients.get_profile`)."""
+    return list(PUBLISHED_PROFILES)
 
 
 def get_profile(name: str, **overrides) -> DelayProfile:
@@ -136,8 +126,6 @@ def get_profile(name: str, **overrides) -> DelayProfile:
     """
     if name in PUBLISHED_PROFILES:
         base = PUBLISHED_PROFILES[name]
-    elif name in _PROFILE_FACTORIES:
-        base = _PROFILE_FACTORIES[name]()
     else:
         raise unknown_name("profile", name, profile_names())
     return base.with_overrides(**overrides)
@@ -153,20 +141,37 @@ class Connectivity:
         km length of the shortest underlay path.
     hops : (N, N) ndarray of int
         Number of underlay links on that path (0 on the diagonal).
+    edges : (N(N-1)/2, 2) int ndarray
+        Every silo pair once, in the reference order (Kruskal and other
+        tie-sensitive algorithms see the same order as the published
+        pipeline): for each silo ``u`` in order, the silos ``v > u`` in the
+        order Dijkstra from ``u`` reaches them.
     graph : nx.Graph
         The complete graph with edge attributes ``km`` and ``hops``, nodes and
-        edges inserted in the reference order (Kruskal and other tie-sensitive
-        networkx algorithms see the same order as the published pipeline).
+        edges inserted in that order. Built on first use only (on 1000 silos
+        it holds half a million edges); the array attributes are what the
+        overlays and the simulator use.
     """
 
     network: Network
     km: np.ndarray
     hops: np.ndarray
-    graph: nx.Graph
+    edges: np.ndarray
 
     @property
     def n(self) -> int:
         return self.km.shape[0]
+
+    @cached_property
+    def graph(self) -> nx.Graph:
+        conn = nx.Graph()
+        conn.add_nodes_from(self.network.graph().nodes(data=True))
+        u, v = self.edges[:, 0], self.edges[:, 1]
+        conn.add_edges_from(
+            (a, b, {"km": k, "hops": h})
+            for a, b, k, h in zip(u.tolist(), v.tolist(), self.km[u, v].tolist(), self.hops[u, v].tolist())
+        )
+        return conn
 
     def latency(self, profile: DelayProfile) -> np.ndarray:
         """Latency matrix in ms (0 on the diagonal)."""
@@ -180,14 +185,42 @@ class Connectivity:
             return profile.core_bps / self.hops
 
 
-@lru_cache(maxsize=64)
+# Up to this many silos the connectivity graph is computed with networkx's
+# Dijkstra, whose tie-breaking between equal-km paths the published pipeline
+# used; above it with scipy's compiled shortest paths on arrays.
+REFERENCE_DIJKSTRA_MAX_SILOS = 300
+# Largest network whose connectivity graph is computed at all: its (N, N)
+# arrays take ~20 bytes per pair and every overlay is at least quadratic.
+MAX_CONNECTIVITY_SILOS = 3000
+
+
+@lru_cache(maxsize=16)
 def connectivity(network: Network) -> Connectivity:
     """Shortest km paths between every pair of silos of ``network``.
 
     On ties between equal-km paths the hop count is that of the path found by
     Dijkstra from the later silo of the pair (in silo order), as in the
-    reference pipeline, which overwrote each pair with the later source.
+    reference pipeline, which overwrote each pair with the later source. Above
+    ``REFERENCE_DIJKSTRA_MAX_SILOS`` silos scipy's Dijkstra is used instead:
+    the same km, and on exact km ties possibly another path's hop count.
+
+    Raises
+    ------
+    FedsimError
+        Above ``MAX_CONNECTIVITY_SILOS`` silos, before any work.
     """
+    n = network.n_silos
+    if n > MAX_CONNECTIVITY_SILOS:
+        raise FedsimError(
+            f"network {network.name!r} has {n} silos; the time simulator handles at most "
+            f"{MAX_CONNECTIVITY_SILOS} (its silo-pair arrays and overlays grow as N^2 to N^3)"
+        )
+    if n <= REFERENCE_DIJKSTRA_MAX_SILOS:
+        return _connectivity_networkx(network)
+    return _connectivity_arrays(network)
+
+
+def _connectivity_networkx(network: Network) -> Connectivity:
     g = network.graph()
     n = network.n_silos
     km = np.zeros((n, n))
@@ -204,7 +237,63 @@ def connectivity(network: Network) -> Connectivity:
     for u, v, data in conn.edges(data=True):
         data["km"] = km[u, v]
         data["hops"] = int(hops[u, v])
-    return Connectivity(network=network, km=km, hops=hops, graph=conn)
+    edges = np.asarray(list(conn.edges), dtype=np.int64).reshape(-1, 2)
+    out = Connectivity(network=network, km=km, hops=hops, edges=edges)
+    out.__dict__["graph"] = conn  # already built: keep it
+    return out
+
+
+def _connectivity_arrays(network: Network) -> Connectivity:
+    """All-pairs shortest paths with scipy.sparse.csgraph, ``O(N (N + L) log N)``, arrays only."""
+    import scipy.sparse
+    from scipy.sparse.csgraph import dijkstra
+
+    n = network.n_silos
+    links = np.asarray([(i, j, km) for i, j, km in network.links], dtype=float).reshape(-1, 3)
+    i, j = links[:, 0].astype(np.int64), links[:, 1].astype(np.int64)
+    # A zero-length link is still a link (csgraph drops explicit zeros).
+    w = np.where(links[:, 2] > 0, links[:, 2], np.finfo(float).tiny)
+    adj = scipy.sparse.csr_matrix((w, (i, j)), shape=(n, n))
+    km, pred = dijkstra(adj, directed=False, return_predecessors=True)
+    if not np.all(np.isfinite(km)):
+        raise FedsimError(f"network {network.name!r} is not connected")
+    km[km < 1e-300] = 0.0
+    np.fill_diagonal(km, 0.0)
+    km = np.minimum(km, km.T)  # exactly symmetric
+    # Hop counts by pointer jumping along the predecessor trees.
+    rows = np.arange(n)[:, None]
+    anc = pred.astype(np.int64)
+    hops = (anc >= 0).astype(np.int64)
+    while True:
+        live = anc >= 0
+        if not live.any():
+            break
+        a = np.where(live, anc, 0)
+        hops = np.where(live, hops + np.where(live, hops[rows, a], 0) * 0 + 0, hops)
+        break
+    hops = _tree_depths(pred)
+    hops = np.maximum(hops, hops.T) * 0 + np.where(np.arange(n)[:, None] > np.arange(n)[None, :], hops, hops.T)
+    order = np.argsort(km, axis=1, kind="stable")
+    cols = order.ravel()
+    srcs = np.repeat(np.arange(n), n)
+    keep = cols > srcs
+    edges = np.stack([srcs[keep], cols[keep]], axis=1).astype(np.int64)
+    return Connectivity(network=network, km=km, hops=hops, edges=edges)
+
+
+def _tree_depths(pred: np.ndarray) -> np.ndarray:
+    """Depth of every node in each row's predecessor tree (``-9999`` marks a root)."""
+    n = pred.shape[0]
+    rows = np.arange(n)[:, None]
+    anc = pred.astype(np.int64)
+    depth = (anc >= 0).astype(np.int64)
+    live = anc >= 0
+    while live.any():
+        a = np.where(live, anc, 0)
+        depth = depth + np.where(live, depth[rows, a], 0)
+        anc = np.where(live, anc[rows, a], -1)
+        live = anc >= 0
+    return depth
 
 
 def degrees(n: int, arcs: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,7 @@
 """The CFOR ontology (region -> category -> attribute groups) and the coarse-to-fine decision.
 
 The lowest of the CFOR modules: the task (:mod:`fedsim.clients.cfor`) and the
-retrieval index (:mod:`fedsim.clients.cfor_retrieval`) both build on it.
+retrieval index (:mod:`fedsim.clients.cfor.retrieval`) both build on it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import numpy as np
 
 from fedsim.errors import FedsimError
 
-DEFAULT_ONTOLOGY = Path(__file__).parent / "data" / "cfor_ontology.toml"
+
+DEFAULT_ONTOLOGY = Path(__file__).parent / "ontology.toml"
 
 
 # =============================================================== ontology
@@ -165,7 +166,7 @@ def load_ontology(path: str | Path | None = None) -> Ontology:
 
 
 def predict_stages(out, onto: Ontology) -> tuple:
-    """Coarse-to-fine prediction from a :class:`~fedsim.clients.cfor.CFOROutput`: region = argmax of the region classifier, then the
+    """Coarse-to-fine prediction from a :class:`~fedsim.clients.cfor.model.CFOROutput`: region = argmax of the region classifier, then the
     category = argmax of *that region's* category classifier (global index)."""
     import torch  # lazily: the ontology alone (and the CLI) need no torch
 

@@ -1,7 +1,7 @@
 """A trained ``cfor`` run as a search engine: its final model, thresholds and database.
 
 Used by ``fedsim retrieve`` and the retrieval benchmark; builds on the task
-(:mod:`fedsim.clients.cfor`) and the index (:mod:`fedsim.clients.cfor_retrieval`).
+(:mod:`fedsim.clients.cfor`) and the index (:mod:`fedsim.clients.cfor.retrieval`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from fedsim.clients.cfor import CFORTask, load_images, mcc_thresholds
-from fedsim.clients.cfor_retrieval import Features, OntologyIndex, extract
+from fedsim.clients.cfor.data import load_images
+from fedsim.clients.cfor.metrics import mcc_thresholds
+from fedsim.clients.cfor.retrieval import Features, OntologyIndex, extract
+from fedsim.clients.cfor.task import CFORTask
 from fedsim.errors import FedsimError
 
 
@@ -161,6 +163,3 @@ def _cached_index(path: str, kind: str) -> OntologyIndex:
         run = _cached_run(path)
         _INDEXES[(path, kind)] = OntologyIndex(run.task.ontology, run.database, kind=kind)
     return _INDEXES[(path, kind)]
-
-
-# =============================================================== CLI

@@ -24,6 +24,8 @@ import numpy as np
 from scipy import linalg
 from scipy.ndimage import gaussian_filter1d
 
+from fedsim.clients.gcd.data import BEAT_SIGMA, N_FEAT, music_beats
+
 
 def kinetic_speed(x: np.ndarray, root_dims: int = 2) -> np.ndarray:
     """Per-frame pose speed of one dancer, by central differences.
@@ -245,3 +247,18 @@ def group_beat_alignment(groups: np.ndarray, beats: list[np.ndarray], sigma: flo
     """Mean :func:`beat_alignment_score` over all dancers of all groups (``beats[g]`` per group)."""
     return float(np.mean([beat_alignment_score(d, beats[i], sigma, smooth, root_dims)
                           for i, grp in enumerate(np.asarray(groups)) for d in grp]))
+
+
+def score_groups(gen: np.ndarray, music: np.ndarray, real: np.ndarray) -> dict[str, float]:
+    """The five sampling metrics of groups ``gen (G, N, T, F)`` (physical units).
+
+    Beats come from each group's ``music (G, T, 10)`` (:func:`music_beats`);
+    ``fd_k`` compares the dancers' kinetic features with those of ``real``.
+    """
+    beats = [music_beats(mu) for mu in music]
+    kin_gen = group_kinetic_features(gen).reshape(-1, 2 * (N_FEAT - 2) + 2)
+    kin_real = group_kinetic_features(real).reshape(-1, 2 * (N_FEAT - 2) + 2)
+    return {"gmc": group_motion_correlation(gen), "gen_div": generation_diversity(gen),
+            "tif": trajectory_intersection_frequency(gen),
+            "bas": group_beat_alignment(gen, beats, sigma=BEAT_SIGMA),
+            "fd_k": frechet_distance(kin_gen, kin_real)}

@@ -10,8 +10,7 @@ default) or the 0/1 predicted attributes (``"binary"``).
 (region/category), exact (faiss ``IndexFlatL2``) or compressed (faiss
 ``IndexIVFPQ``: inverted lists + product quantisation, searched with asymmetric
 distances) for large collections; on a machine with a faiss GPU build and a
-GPU the indexes are moved to the GPU, otherwise they stay on the CPU. Without
-faiss an exact numpy index is used (compressed indexes then need faiss).
+GPU the indexes are moved to the GPU, otherwise they stay on the CPU.
 :meth:`OntologyIndex.save` writes the storage tree ``ROOT/<region>/<category>/``.
 
 Online, :meth:`OntologyIndex.search` runs the coarse-to-fine search for a query
@@ -54,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedsim.clients.cfor_ontology import Ontology, predict_stages
+from fedsim.clients.cfor.ontology import Ontology, predict_stages
 from fedsim.errors import FedsimError
 
 if TYPE_CHECKING:  # torch is imported lazily: the CLI starts fast
@@ -67,10 +66,8 @@ RELEVANCE_MODES = ("contains", "equal", "jaccard")
 
 
 def _faiss():
-    try:
-        import faiss
-    except ImportError:
-        return None
+    import faiss  # a dependency (faiss-cpu); imported lazily: the CLI starts fast
+
     return faiss
 
 
@@ -120,33 +117,6 @@ def extract(task: Any, model: torch.nn.Module, x: torch.Tensor, thresholds: np.n
 
 
 # =============================================================== indexes
-class ExactIndex:
-    """Exact L2 search in numpy (the same contract as faiss ``IndexFlatL2``).
-
-    ``search`` returns squared L2 distances ``(Q, k)`` and ids ``(Q, k)``
-    (``-1`` / ``inf`` past the end), nearest first, ties by smaller id.
-    """
-
-    def __init__(self, vectors: np.ndarray) -> None:
-        self.x = np.ascontiguousarray(vectors, np.float32)
-        self.sq = (self.x.astype(np.float64) ** 2).sum(1)
-        self.ntotal = len(self.x)
-
-    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        q = np.asarray(q, np.float64)
-        d = np.maximum((q ** 2).sum(1)[:, None] - 2 * q @ self.x.T.astype(np.float64) + self.sq[None], 0.0)
-        kk = min(k, self.ntotal)
-        idx = np.argsort(d, axis=1, kind="stable")[:, :kk]
-        dist = np.take_along_axis(d, idx, 1)
-        if kk < k:
-            idx = np.pad(idx, ((0, 0), (0, k - kk)), constant_values=-1)
-            dist = np.pad(dist, ((0, 0), (0, k - kk)), constant_values=np.inf)
-        return dist.astype(np.float32), idx.astype(np.int64)
-
-    def reconstruct_batch(self, ids: np.ndarray) -> np.ndarray:
-        return self.x[ids]
-
-
 class _FaissIndex:
     """A faiss index (CPU, or a GPU copy for search) plus its CPU copy for decoding."""
 
@@ -179,8 +149,7 @@ def make_index(vectors: np.ndarray, kind: str = "flat", *, backend: str = "auto"
                use_gpu: bool | None = None, seed: int = 0):
     """An L2 index over ``vectors``.
 
-    ``kind="flat"``: exact (faiss ``IndexFlatL2``, or :class:`ExactIndex` when
-    ``backend="numpy"`` or faiss is missing). ``kind="ivfpq"``: faiss
+    ``kind="flat"``: exact (faiss ``IndexFlatL2``). ``kind="ivfpq"``: faiss
     ``IndexIVFPQ`` (see :func:`ivfpq_shape`; ``nprobe`` default ``max(1,
     nlist/8)``), trained on a seeded sample of the vectors themselves
     (``max(64·nlist, 2⁸·39)`` of them: enough for both k-means); collections
@@ -189,14 +158,10 @@ def make_index(vectors: np.ndarray, kind: str = "flat", *, backend: str = "auto"
     """
     if kind not in INDEX_KINDS:
         raise FedsimError(f"unknown index kind {kind!r}; valid: {', '.join(INDEX_KINDS)}")
-    if backend not in ("auto", "faiss", "numpy"):
-        raise FedsimError(f"unknown index backend {backend!r}; valid: auto, faiss, numpy")
+    if backend not in ("auto", "faiss"):
+        raise FedsimError(f"unknown index backend {backend!r}; valid: auto, faiss")
     x = np.ascontiguousarray(vectors, np.float32)
-    faiss = None if backend == "numpy" else _faiss()
-    if faiss is None:
-        if backend == "faiss" or kind == "ivfpq":
-            raise FedsimError("faiss is not installed (pip install faiss-cpu); the numpy backend is exact only")
-        return ExactIndex(x)
+    faiss = _faiss()
     n, d = x.shape
     if kind == "flat" or n < max(min_compress, 2 ** nbits):
         cpu = faiss.IndexFlatL2(d)
@@ -260,12 +225,12 @@ class OntologyIndex:
     Two leaves (categories 0 and 2 of a 2-region ontology); the query predicted
     in category 2 only sees that leaf's items.
 
-    >>> from fedsim.clients.cfor import AttributeGroup, Ontology
+    >>> from fedsim.clients.cfor.ontology import AttributeGroup, Ontology
     >>> onto = Ontology("toy", ("a", "b"), (("a1",), ("b1", "b2")), (AttributeGroup("g", ("x", "y")),))
     >>> f = np.array([[1, 0], [0, 1], [0.6, 0.8], [0.8, 0.6]], np.float32)
     >>> attrs = np.array([[1, 0], [0, 1], [0, 1], [1, 0]], np.float32)
     >>> db = Features(f, np.array([0, 1, 1, 0]), np.array([0, 2, 2, 0]), attrs, attrs)
-    >>> index = OntologyIndex(onto, db, backend="numpy")
+    >>> index = OntologyIndex(onto, db, use_gpu=False)
     >>> sorted(index.leaves)
     [0, 2]
     >>> q = Features(f[:1], np.array([1]), np.array([2]), attrs[:1], attrs[:1])
@@ -394,10 +359,7 @@ class OntologyIndex:
             d = root / leaf.region / leaf.category
             d.mkdir(parents=True, exist_ok=True)
             np.savez(d / "items.npz", ids=leaf.ids, attributes=leaf.attributes, category=np.array(c))
-            if isinstance(leaf.index, ExactIndex):
-                np.save(d / "vectors.npy", leaf.index.x)
-            else:
-                faiss.write_index(leaf.index.cpu, str(d / "index.faiss"))
+            faiss.write_index(leaf.index.cpu, str(d / "index.faiss"))
         return root
 
     @classmethod
@@ -415,157 +377,13 @@ class OntologyIndex:
         for items in sorted(root.glob("*/*/items.npz")):
             with np.load(items) as z:
                 c, ids, attrs = int(z["category"]), z["ids"], z["attributes"]
+            faiss = _faiss()
             if (items.parent / "index.faiss").exists():
-                faiss = _faiss()
-                if faiss is None:
-                    raise FedsimError(f"{items.parent}/index.faiss needs faiss (pip install faiss-cpu)")
                 index = _FaissIndex(faiss.read_index(str(items.parent / "index.faiss")))
                 if isinstance(index.cpu, faiss.IndexIVF):
                     index.cpu.make_direct_map()
-            else:
-                index = ExactIndex(np.load(items.parent / "vectors.npy"))
+            else:  # a tree written before exact leaves were faiss indexes too
+                index = make_index(np.load(items.parent / "vectors.npy"), "flat", use_gpu=False)
             r, name = self.ontology.leaf(c)
             self.leaves[c] = Leaf(r, name, ids, index, attrs)
         return self
-
-
-# =============================================================== evaluation
-def relevance(query_attrs: np.ndarray, result_attrs: np.ndarray, mode: str = "contains",
-              tau: float = 0.5) -> np.ndarray:
-    """Whether each result matches its query's ground-truth attributes.
-
-    ``query_attrs`` ``(Q, A)`` 0/1, ``result_attrs`` ``(Q, K, A)`` (or ``(N, A)``,
-    compared with every query: ``(Q, N)``). ``mode``: ``"contains"`` — the
-    result has every attribute of the query; ``"equal"`` — same attribute set;
-    ``"jaccard"`` — ``|a_q ∩ a_i| / |a_q ∪ a_i| >= tau``.
-
-    Examples
-    --------
-    >>> q = np.array([[1, 1, 0]])
-    >>> r = np.array([[[1, 1, 1], [1, 0, 0], [1, 1, 0]]])
-    >>> relevance(q, r).tolist(), relevance(q, r, "equal").tolist()
-    ([[True, False, True]], [[False, False, True]])
-    """
-    if mode not in RELEVANCE_MODES:
-        raise FedsimError(f"unknown relevance mode {mode!r}; valid: {', '.join(RELEVANCE_MODES)}")
-    q = np.asarray(query_attrs, bool)
-    r = np.asarray(result_attrs, bool)
-    if r.ndim == 2:  # every query against one database: (Q, N) via matrix products
-        qi, ri = q.astype(np.int32), r.astype(np.int32)
-        inter = qi @ ri.T
-        nq, nr = qi.sum(1)[:, None], ri.sum(1)[None, :]
-    else:
-        inter = (q[:, None, :] & r).sum(2)
-        nq, nr = q.sum(1)[:, None], r.sum(2)
-    if mode == "contains":
-        return inter == nq
-    if mode == "equal":
-        return (inter == nq) & (nr == nq)
-    union = nq + nr - inter
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0) >= tau
-
-
-def average_precision_at_k(rel: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
-    """AP@k for every k = 1…K: ``(1/min(k, R_q)) Σ_{i≤k} P@i · rel_i``, ``P@i = (1/i) Σ_{j≤i} rel_j``.
-
-    ``rel`` ``(Q, K)``: relevance of the ranked results; ``n_relevant`` ``(Q,)``:
-    ``R_q``, relevant items in the whole database. Returns ``(Q, K)`` (NaN where
-    ``R_q = 0``).
-
-    Examples
-    --------
-    Ranks 1 and 3 relevant, R = 2: AP@1 = 1, AP@2 = 1/2, AP@3 = (1 + 2/3)/2.
-
-    >>> average_precision_at_k(np.array([[1, 0, 1]]), np.array([2])).round(4).tolist()
-    [[1.0, 0.5, 0.8333]]
-    """
-    rel = np.asarray(rel, np.float64)
-    ranks = np.arange(1, rel.shape[1] + 1)
-    prec = np.cumsum(rel, 1) / ranks
-    num = np.cumsum(prec * rel, 1)
-    r = np.asarray(n_relevant, np.float64)[:, None]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(r > 0, num / np.minimum(ranks[None], r), np.nan)
-
-
-def map_at_k(rel: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
-    """MAP@k, k = 1…K: the mean of :func:`average_precision_at_k` over queries with R_q > 0."""
-    ap = average_precision_at_k(rel, n_relevant)
-    keep = np.asarray(n_relevant) > 0
-    return ap[keep].mean(0) if keep.any() else np.full(rel.shape[1], np.nan)
-
-
-def attribute_map_at_k(query_attrs: np.ndarray, result_attrs: np.ndarray, db_attrs: np.ndarray,
-                       found: np.ndarray | None = None) -> np.ndarray:
-    """MAP@k, k = 1…K, averaged over attributes (attribute match, as in the write-up).
-
-    For every query q and every attribute j that q has (ground truth), the
-    ranked results are relevant where they have j too; AP@k is
-    :func:`average_precision_at_k` with ``R =`` the database items having j.
-    ``MAP@k = mean_j mean_{q has j} AP@k(q, j)`` over attributes with ≥ 1 query.
-    ``result_attrs`` ``(Q, K, A)``; ``found`` ``(Q, K)`` marks real results.
-
-    Examples
-    --------
-    Query 0 has attributes {0, 1}, query 1 has {1}; results of q0: {0}, {0, 1};
-    of q1: {0}, {1}. Attribute 0: AP = 1, 1; attribute 1: AP@1 = 0, AP@2 = (1/2)/2.
-
-    >>> q = np.array([[1, 1], [0, 1]])
-    >>> r = np.array([[[1, 0], [1, 1]], [[1, 0], [0, 1]]])
-    >>> attribute_map_at_k(q, r, db_attrs=np.array([[1, 1], [1, 1], [1, 0]])).tolist()
-    [0.5, 0.625]
-    """
-    q = np.asarray(query_attrs, bool)
-    r = np.asarray(result_attrs, bool)
-    if found is not None:
-        r = r & np.asarray(found, bool)[:, :, None]
-    n_db = np.asarray(db_attrs, bool).sum(0)
-    qs, js = np.nonzero(q)
-    ap = average_precision_at_k(r[qs, :, js], n_db[js])
-    per_attr = [ap[js == j].mean(0) for j in np.unique(js) if n_db[j] > 0]
-    return np.mean(per_attr, 0) if per_attr else np.full(r.shape[1], np.nan)
-
-
-MAP_MODES = ("attribute",) + RELEVANCE_MODES
-
-
-def retrieval_map(index: OntologyIndex, query: Features, query_attrs: np.ndarray, db_attrs: np.ndarray,
-                  k: int = 30, mode: str = "attribute", tau: float = 0.5, **search_kw) -> np.ndarray:
-    """MAP@1…k of a search against ground-truth attributes.
-
-    ``mode="attribute"``: :func:`attribute_map_at_k`; otherwise one relevance
-    per result (:func:`relevance` with that mode) and :func:`map_at_k`.
-    ``db_attrs`` are the ground-truth attributes indexed by database id.
-    """
-    if mode not in MAP_MODES:
-        raise FedsimError(f"unknown MAP mode {mode!r}; valid: {', '.join(MAP_MODES)}")
-    res = index.search(query, k, **search_kw)
-    return map_of(res.ids, query_attrs, db_attrs, mode, tau)
-
-
-def map_of(ids: np.ndarray, query_attrs: np.ndarray, db_attrs: np.ndarray, mode: str = "attribute",
-           tau: float = 0.5) -> np.ndarray:
-    """MAP@1…K of ranked database ids ``(Q, K)`` (``-1`` = no result); see :func:`retrieval_map`."""
-    db_attrs = np.asarray(db_attrs)
-    found = ids >= 0
-    results = db_attrs[np.where(found, ids, 0)]
-    if mode == "attribute":
-        return attribute_map_at_k(query_attrs, results, db_attrs, found)
-    rel = relevance(query_attrs, results, mode, tau) & found
-    return map_at_k(rel, relevance(query_attrs, db_attrs, mode, tau).sum(1))
-
-
-def evaluate_retrieval(task: Any, model, x_db, y_db, x_q, y_q, k: int = 30,
-                       thresholds: np.ndarray | float = 0.5, kind: str = "flat", backend: str = "numpy",
-                       **search_kw) -> np.ndarray:
-    """MAP@1…k of the trained models: index ``x_db``, query with ``x_q``.
-
-    Labels ``y = [region, category, attributes…]``; relevance as in :func:`retrieval_map`.
-    """
-    db = extract(task, model, x_db, thresholds)
-    q = extract(task, model, x_q, thresholds)
-    index = OntologyIndex(task.ontology, db, kind=kind, backend=backend)
-    return retrieval_map(index, q, np.asarray(y_q[:, 2:]), np.asarray(y_db[:, 2:]), k, **search_kw)
-
-
-# =============================================================== a trained run

@@ -1,0 +1,1 @@
+"""GCD: group choreography diffusion with contrastive guidance (options, data, model, metrics, task)."""

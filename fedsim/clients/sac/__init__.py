@@ -1,0 +1,1 @@
+"""SAC: fine-grained classification with a self-assessment classifier (options, data, model, metrics, task)."""
