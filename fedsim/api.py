@@ -275,8 +275,10 @@ def load_run(dir: str | Path) -> RunResult:
     except ValueError as exc:
         raise FedsimError(f"{d}: unreadable JSON ({exc})") from None
     with open(d / "rounds.csv", newline="") as fh:
-        header = next(csv.reader(fh), [])
-    rows = read_rounds(d)
+        text = fh.read()
+    header = next(csv.reader(text.splitlines()[:1]), [])
+    complete = max(0, text.count("\n") - 1)  # a last line without its newline was cut short by a kill
+    rows = read_rounds(d)[:complete]
     df = pd.DataFrame(rows, columns=header)
     types = {c: ("int64" if c == "round" else "string" if c == "failed" else "float64") for c in header}
     for c in header:  # an empty ``failed`` cell is "no failure": missing
