@@ -288,3 +288,27 @@ def test_mpi_engine_refuses_hub_strategies_before_starting(capsys, tmp_path):
     code, _, err = run(capsys, "run", "--engine", "mpi", "--topology", "gaia", "--strategy", "ring",
                        "--out", str(tmp_path / "r"))
     assert code == 2 and "--engine mpi needs --np N" in err
+
+
+# ------------------------------------------------------------------ progress bar
+def test_progress_bar_ends_on_the_final_rounds_metric_under_its_full_name(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from fedsim.apps.config import RunConfig
+    from fedsim.apps.server_app import Book
+
+    plan = SimpleNamespace(cfg=RunConfig(rounds=2), n=2, task=SimpleNamespace(metric="rmse"),
+                           net=SimpleNamespace(name="gaia"), clock=SimpleNamespace(round_ms=[10.0, 20.0]))
+    book = Book(plan, tmp_path, "hub", progress=True)
+
+    def replies(loss, rmse):  # each silo's train metrics with the evaluation of the model the round started from
+        return {s: {"train_loss": loss, "eval_loss": 1.0, "eval_rmse": v} for s, v in enumerate(rmse)}
+
+    book.add_round(1, replies(0.9, (0.8, 0.6)), {}, 0.1, 0.0)  # closes round 0: mean rmse 0.7
+    assert book.bar.postfix.startswith("rmse=0.7000 (round 0)")
+    book.add_round(2, replies(0.5, (0.5, 0.3)), {}, 0.1, 0.0)  # closes round 1: 0.4
+    assert book.bar.postfix.startswith("rmse=0.4000 (round 1)")
+    book.finish({s: {"eval_loss": 0.2, "eval_rmse": v} for s, v in enumerate((0.1, 0.2))})
+    assert book.bar.postfix.startswith("rmse=0.1500 (round 2)")
+    assert book.rec.rows[-1]["eval_metric"] == pytest.approx(0.15)  # what the summary reports
+    book.bar.close()

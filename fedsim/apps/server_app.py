@@ -188,12 +188,20 @@ class Book:
             row[f"train_loss_s{s}"] = m["train_loss"]
         self.rec.open_round(row)
         self.bar.update(1)
-        done = self.rec.rows[-1] if self.rec.rows else None
-        post = {"sim": f"{self.sim_cum / 1e3:.2f}s", "loss": f"{row['train_loss']:.3f}"}
-        if done is not None:
-            post[self.plan.task.metric] = f"{done['eval_metric']:.3f} (round {done['round']})"
-        self.bar.set_postfix(post)
+        self.show_progress(row["train_loss"])
         return None
+
+    def show_progress(self, train_loss: float | None = None) -> None:
+        """The bar's numbers: the newest evaluated round's metric, under its full name and first (a narrow
+        terminal cuts the end of the line), then the simulated clock and the last training loss."""
+        done = self.rec.rows[-1] if self.rec.rows else None
+        post = {}
+        if done is not None:
+            post[self.plan.task.metric] = f"{done['eval_metric']:.4f} (round {done['round']})"
+        post["sim"] = f"{self.sim_cum / 1e3:.2f}s"
+        if train_loss is not None:
+            post["loss"] = f"{train_loss:.3f}"
+        self.bar.set_postfix(post)
 
     def checkpoint(self, k: int, models: np.ndarray, **extra) -> None:
         self.rec.checkpoint(k, models, self.meta(**extra))
@@ -201,6 +209,7 @@ class Book:
     def finish(self, evals: dict[int, dict]) -> None:
         """Close the last row with the final evaluation; keep the final models' fingerprints."""
         self.rec.close_pending(evals)
+        self.show_progress()  # the bar ends on the final round's metric, as the summary does
         self.extra_summary["final_fingerprints"] = {
             str(s): [m["received_sum"], m["received_signed"]] for s, m in sorted(evals.items()) if "received_sum" in m}
         self.rec.write_rounds()
