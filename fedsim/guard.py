@@ -152,11 +152,19 @@ def _same(proc: psutil.Process, started: float) -> bool:
         return False
 
 
+def _live(proc: psutil.Process) -> bool:
+    """Still the same process (``is_running`` compares start times) and not a zombie."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
 def _tagged(tag: str) -> list[psutil.Process]:
     out = []
     for p in psutil.process_iter():
         try:
-            if p.environ().get(TAG_ENV) == tag:
+            if p.environ().get(TAG_ENV) == tag and p.status() != psutil.STATUS_ZOMBIE:
                 out.append(p)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
@@ -174,6 +182,7 @@ def end_processes(procs: Sequence[psutil.Process], grace: float = GRACE_S) -> li
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     everyone.pop(os.getpid(), None)
+    everyone = {pid: p for pid, p in everyone.items() if _live(p)}  # a zombie cannot be ended, only reaped
     for p in everyone.values():
         try:
             p.send_signal(signal.SIGTERM)
@@ -218,7 +227,7 @@ def _watch(parent_pid: int, parent_start: float, tag: str, remove: Sequence[str]
         if ready:
             stopped = stdin.readline().strip() == b"stop"  # or end of file: the parent is gone
             break
-    victims = [p for p in seen.values() if p.is_running()]  # is_running() checks the start time
+    victims = [p for p in seen.values() if _live(p)]
     known = {p.pid for p in victims}
     victims += [p for p in _tagged(tag) if p.pid not in known and p.pid not in (me, parent_pid)]
     end_processes(victims)

@@ -183,3 +183,125 @@ def test_killed_fedsim_run_leaves_no_ray_process_and_ray_listened_on_loopback_on
     assert _gone([p.pid for p in tree]) == [], names
     assert _tagged(tag) == []
     assert not Path(remove[0]).exists()
+
+
+def _rounds(out: Path) -> list[int]:
+    rows = out / "rounds.csv"
+    if not rows.exists():
+        return []
+    import csv
+
+    return [int(r["round"]) for r in csv.DictReader(rows.read_text().splitlines())]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+def test_stopped_deploy_local_leaves_nothing_running_and_says_how_it_ended(tri_network, tmp_path, how):
+    """``fedsim deploy local`` killed (only it, as an OOM killer would) or Ctrl-C'd (SIGINT to its process
+    group, as a terminal sends it) mid-run: no SuperLink, gateway, SuperNode, SuperExec or ServerApp
+    stays, every round that ended is in rounds.csv, and serverapp.json gives the true outcome."""
+    from fedsim.deploy.status import read
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "fedsim.cli", "deploy", "local", "--topology", tri_network, "--strategy",
+           "ring", "--rounds", "60", "--seed", "3", "--compute-ms", "2.0", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=os.environ | ENV, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while len(_rounds(out)) < 3 and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            time.sleep(0.1)
+        assert len(_rounds(out)) >= 3, "the run did not get going"
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        names = {p.pid: " ".join(p.cmdline()[:3]) for p in tree}
+        listeners = _listening(list(names))
+        tag, _ = _watchdog_of(tree)
+        done_before = len(_rounds(out))
+        if how == "SIGKILL":
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        else:
+            t0 = time.monotonic()
+            os.killpg(proc.pid, signal.SIGINT)
+            err = proc.communicate(timeout=30)[1]
+            took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert any("flower-superlink" in c for c in names.values()), names
+    assert any("fedsim.deploy.gateway" in c for c in names.values()), names
+    assert sum("fastnode" in c or "flower-supernode" in c for c in names.values()) == 3, names
+    assert any("flwr-serverapp" in c or "serverapp" in c for c in names.values()), names
+    assert listeners and [x for x in listeners if not _loopback(x[1])] == [], listeners
+    assert _gone(list(names)) == [], {p: names[p] for p in _gone(list(names), 0)}
+    assert tag is not None and _tagged(tag) == []
+    rounds = _rounds(out)
+    assert rounds == list(range(len(rounds))) and len(rounds) >= done_before  # every ended round kept
+    if how == "SIGINT":
+        assert proc.returncode == 130, err[-2000:]
+        assert "Traceback" not in err, err[-3000:]
+        print(f"deploy local: Ctrl-C to exit {took:.2f} s")
+        assert read(out / "deploy" / "serverapp.json")["status"] == "stopped"
+    else:
+        deadline = time.monotonic() + 10  # the watchdog writes it after ending the processes
+        while read(out / "deploy" / "serverapp.json").get("status") == "running" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        rec = read(out / "deploy" / "serverapp.json")
+        assert rec["status"] == "crashed" and "killed" in rec["message"], rec
+
+
+class _Run:
+    def __init__(self, status: str, sub_status: str, details: str = "") -> None:
+        from types import SimpleNamespace
+
+        self.status = SimpleNamespace(status=status, sub_status=sub_status, details=details)
+        self.bytes_sent = self.bytes_recv = 0
+        self.clientapp_runtime = 0.0
+
+
+def _client_for(tmp_path, run_status, alive=None):
+    from fedsim.deploy.local import SuperLinkClient
+
+    client = SuperLinkClient("127.0.0.1:1", insecure=True, verbose=False)
+    client.run_status = run_status
+    if alive is not None:
+        client.alive = alive
+    (tmp_path / "deploy").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "deploy" / "serverapp.json").write_text('{"status": "running", "min_silos": null}')
+    return client
+
+
+def test_serverapp_json_says_crashed_when_the_superlink_dies(tmp_path):
+    from fedsim.deploy.status import read
+    from fedsim.errors import FedsimError
+
+    def superlink_gone():
+        raise FedsimError("the SuperLink exited during the run:\nlog tail")
+
+    client = _client_for(tmp_path, lambda run_id: pytest.fail("no status asked of a dead SuperLink"),
+                         superlink_gone)
+    with pytest.raises(FedsimError, match="SuperLink exited"):
+        client.follow(1, tmp_path, rounds=3, timeout=5)
+    rec = read(tmp_path / "deploy" / "serverapp.json")
+    assert rec["status"] == "crashed" and rec["message"] == "the SuperLink exited during the run:"
+
+
+@pytest.mark.parametrize("sub_status, expected", [("failed", "crashed"), ("stopped", "stopped"),
+                                                  ("completed", "crashed")])
+def test_serverapp_json_settled_when_the_serverapp_ended_without_a_word(tmp_path, sub_status, expected):
+    from fedsim.deploy.status import read
+
+    client = _client_for(tmp_path, lambda run_id: _Run("finished", sub_status, "exit code 137"))
+    outcome = client.follow(1, tmp_path, rounds=3, timeout=5)
+    assert outcome["serverapp"]["status"] == read(tmp_path / "deploy" / "serverapp.json")["status"] == expected
+
+
+def test_serverapp_json_keeps_the_outcome_the_serverapp_recorded(tmp_path):
+    from fedsim.deploy.status import read
+
+    client = _client_for(tmp_path, lambda run_id: _Run("finished", "completed"))
+    (tmp_path / "deploy" / "serverapp.json").write_text('{"status": "completed", "summary": {}}')
+    assert client.follow(1, tmp_path, rounds=3, timeout=5)["serverapp"]["status"] == "completed"
+    assert read(tmp_path / "deploy" / "serverapp.json") == {"status": "completed", "summary": {}}
