@@ -360,7 +360,7 @@ def test_matcha_decomposition_disk_cache(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("solved again")
 
-    monkeypatch.setattr(matcha, "_solve_activation_probabilities", boom)
+    monkeypatch.setattr(matcha, "_activation_probabilities", boom)
     matcha.decomposition.cache_clear()
     again = matcha.decomposition(conn, False, 0.5)
     assert again[0] == first[0] and np.array_equal(again[1], first[1])

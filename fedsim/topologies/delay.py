@@ -260,19 +260,11 @@ def _connectivity_arrays(network: Network) -> Connectivity:
     km[km < 1e-300] = 0.0
     np.fill_diagonal(km, 0.0)
     km = np.minimum(km, km.T)  # exactly symmetric
-    # Hop counts by pointer jumping along the predecessor trees.
-    rows = np.arange(n)[:, None]
-    anc = pred.astype(np.int64)
-    hops = (anc >= 0).astype(np.int64)
-    while True:
-        live = anc >= 0
-        if not live.any():
-            break
-        a = np.where(live, anc, 0)
-        hops = np.where(live, hops + np.where(live, hops[rows, a], 0) * 0 + 0, hops)
-        break
-    hops = _tree_depths(pred)
-    hops = np.maximum(hops, hops.T) * 0 + np.where(np.arange(n)[:, None] > np.arange(n)[None, :], hops, hops.T)
+    # Hop counts along the predecessor trees; a pair takes the later silo's
+    # tree, as the networkx path does.
+    depth = _tree_depths(pred)
+    later = np.arange(n)[:, None] > np.arange(n)[None, :]
+    hops = np.where(later, depth, depth.T)
     order = np.argsort(km, axis=1, kind="stable")
     cols = order.ravel()
     srcs = np.repeat(np.arange(n), n)
@@ -282,7 +274,10 @@ def _connectivity_arrays(network: Network) -> Connectivity:
 
 
 def _tree_depths(pred: np.ndarray) -> np.ndarray:
-    """Depth of every node in each row's predecessor tree (``-9999`` marks a root)."""
+    """Depth of every node in each row's predecessor tree (negative: the root).
+
+    Pointer jumping: ``O(N^2 log depth)`` array operations.
+    """
     n = pred.shape[0]
     rows = np.arange(n)[:, None]
     anc = pred.astype(np.int64)

@@ -81,23 +81,46 @@ def delta_prim(w: np.ndarray, delta: int, start: int = 0) -> list[tuple[int, int
     >>> delta_prim(w, 2)  # silo 0 saturates at degree 2
     [(0, 1), (0, 2), (1, 3)]
     """
+    w = np.asarray(w, dtype=float)
     n = len(w)
-    order = [start]
     inside = np.zeros(n, dtype=bool)
     inside[start] = True
+    rank = np.full(n, n, dtype=np.int64)  # join order of tree silos
+    rank[start] = 0
     deg = np.zeros(n, dtype=np.int64)
+    order = [start]
+    # Per outside silo: its cheapest weight to an unsaturated tree silo, and
+    # the earliest-joined such tree silo (updates only on strictly smaller).
+    best = w[start].copy()
+    src = np.full(n, start)
     edges = []
-    while len(order) < n:
-        rows = [u for u in order if deg[u] < delta]
-        cols = np.flatnonzero(~inside)
-        sub = w[np.ix_(rows, cols)]
-        r, c = np.unravel_index(np.argmin(sub), sub.shape)
-        u, v = rows[r], int(cols[c])
+    for step in range(1, n):
+        cand = np.where(inside, np.inf, best)
+        low = cand.min()
+        ties = np.flatnonzero(cand == low)
+        if len(ties) > 1:  # earliest-joined tree end first, then lowest silo
+            r = rank[src[ties]]
+            ties = ties[r == r.min()]
+        v = int(ties[0])
+        u = int(src[v])
         edges.append((u, v))
         deg[u] += 1
         deg[v] += 1
         inside[v] = True
+        rank[v] = step
         order.append(v)
+        if deg[v] < delta:
+            better = (w[v] < best) & ~inside
+            best[better] = w[v][better]
+            src[better] = v
+        if deg[u] >= delta:  # u is saturated: its outside silos look elsewhere
+            affected = np.flatnonzero((src == u) & ~inside)
+            if affected.size:
+                rows = np.array([x for x in order if deg[x] < delta])
+                sub = w[np.ix_(rows, affected)]
+                pick = sub.argmin(axis=0)  # first minimum: earliest-joined row
+                best[affected] = sub[pick, np.arange(len(affected))]
+                src[affected] = rows[pick]
     return edges
 
 

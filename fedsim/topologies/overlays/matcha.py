@@ -11,6 +11,7 @@ expected graph under the budget ``Σ p_j ≤ Cb · #matchings``; the mixing step
 
 from __future__ import annotations
 
+import contextlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,6 +21,22 @@ from fedsim.errors import FedsimError
 from fedsim.topologies import cache
 from fedsim.topologies.delay import Connectivity, DelayProfile
 from fedsim.topologies.schedule import Schedule, bidirect
+
+
+def small_blas(size: int, limit: int = 400):
+    """Run BLAS single-threaded for matrices below ``limit`` (a context manager).
+
+    Products of ~100 × 100 matrices gain nothing from threads, and a busy
+    machine makes OpenBLAS's spinning threads cost many times the work itself.
+    Without threadpoolctl installed this does nothing.
+    """
+    if size >= limit:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
 
 
 def misra_gries(n: int, edges: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
@@ -46,29 +63,35 @@ def misra_gries(n: int, edges: list[tuple[int, int]]) -> dict[tuple[int, int], i
         nbrs[u].append(v)
         nbrs[v].append(u)
     n_colors = max((len(a) for a in nbrs), default=0) + 1
-    # col[a][b]: colour of edge a-b (absent: uncoloured); at[a][c]: neighbour across colour c.
+    # col[a][b]: colour of edge a-b (absent: uncoloured); at[a][c]: neighbour
+    # across colour c, -1 where colour c is free at a (a list: free colours
+    # are found by C-level scans instead of Python loops).
     col: list[dict[int, int]] = [dict() for _ in range(n)]
-    at: list[dict[int, int]] = [dict() for _ in range(n)]
+    at: list[list[int]] = [[-1] * n_colors for _ in range(n)]
+    # With < 256 colours, free[a][c] == 1 iff colour c is free at a: a byte
+    # table, so a fan step is one C-level translate + find over the candidates.
+    small = n_colors < 256
+    free: list[bytearray] = [bytearray(b"\x01" * n_colors + b"\x00" * (256 - n_colors)) if small
+                             else bytearray() for _ in range(n)]
 
     def uncolor(a: int, b: int) -> None:
         c = col[a].pop(b, None)
         if c is not None:
             del col[b][a]
-            del at[a][c]
-            del at[b][c]
+            at[a][c] = -1
+            at[b][c] = -1
+            if small:
+                free[a][c] = 1
+                free[b][c] = 1
 
     def paint(a: int, b: int, c: int) -> None:
         col[a][b] = c
         col[b][a] = c
         at[a][c] = b
         at[b][c] = a
-
-    def first_free(node: int) -> int:
-        used = at[node]
-        for c in range(n_colors):
-            if c not in used:
-                return c
-        raise AssertionError("no free colour")
+        if small:
+            free[a][c] = 0
+            free[b][c] = 0
 
     for u, v in edges:
         col_u = col[u]
@@ -76,29 +99,39 @@ def misra_gries(n: int, edges: list[tuple[int, int]]) -> dict[tuple[int, int], i
             continue
         # Maximal fan of u starting at v: the next fan silo is the first
         # neighbour (insertion order) whose edge colour is free at the last.
+        # Coloured edges at u do not change while the fan grows; a neighbour
+        # taken into the fan leaves the candidate list.
         fan = [v]
-        in_fan = {v}
-        # Coloured edges at u do not change while the fan grows.
-        cand = [(x, col_u[x]) for x in nbrs[u] if x in col_u]
-        while True:
-            at_last = at[fan[-1]]
-            for x, cx in cand:
-                if cx not in at_last and x not in in_fan:
-                    fan.append(x)
-                    in_fan.add(x)
+        if small:
+            rest_x = [x for x in nbrs[u] if x in col_u]
+            rest_c = bytearray(col_u[x] for x in rest_x)
+            while rest_x:
+                idx = rest_c.translate(free[fan[-1]]).find(1)
+                if idx < 0:
                     break
-            else:
-                break
-        c = first_free(u)
-        d = first_free(fan[-1])
+                fan.append(rest_x.pop(idx))
+                del rest_c[idx]
+        else:
+            rest = [(x, col_u[x]) for x in nbrs[u] if x in col_u]
+            while rest:
+                at_last = at[fan[-1]]
+                for idx, (x, cx) in enumerate(rest):
+                    if at_last[cx] < 0:
+                        fan.append(x)
+                        del rest[idx]
+                        break
+                else:
+                    break
+        c = at[u].index(-1)
+        d = at[fan[-1]].index(-1)
         # The cd-path from u, starting with colour d.
         path_nodes = {u}
         path_edges = []
         seen_edges: set[tuple[int, int]] = set()
         node, want = u, d
         while True:
-            nxt = at[node].get(want)
-            if nxt is None:
+            nxt = at[node][want]
+            if nxt < 0:
                 break
             k = (node, nxt) if node < nxt else (nxt, node)
             if k in seen_edges:
@@ -120,15 +153,29 @@ def misra_gries(n: int, edges: list[tuple[int, int]]) -> dict[tuple[int, int], i
             uncolor(a, b)
         for a, b, cc in flipped:
             paint(a, b, cc)
-        # Rotate the fan and colour its last edge with d.
-        for k in range(len(sub) - 1):
-            nxt_c = col_u.get(sub[k + 1])
-            uncolor(u, sub[k + 1])
-            uncolor(u, sub[k])
-            if nxt_c is not None:
-                paint(u, sub[k], nxt_c)
-        uncolor(u, sub[-1])
-        paint(u, sub[-1], d)
+        # Rotate the fan: edge u-sub[k] takes the colour of u-sub[k+1] (all
+        # coloured: fan silos after v are coloured neighbours of u), and the
+        # last edge takes d. Cleared first, then painted, as above.
+        at_u = at[u]
+        new_cols = [col_u[x] for x in sub[1:]]
+        new_cols.append(d)
+        free_u = free[u]
+        for x in sub[1:]:
+            cx = col_u.pop(x)
+            del col[x][u]
+            at_u[cx] = -1
+            at[x][cx] = -1
+            if small:
+                free_u[cx] = 1
+                free[x][cx] = 1
+        for x, cx in zip(sub, new_cols):
+            col_u[x] = cx
+            col[x][u] = cx
+            at_u[cx] = x
+            at[x][cx] = u
+            if small:
+                free_u[cx] = 0
+                free[x][cx] = 0
     out: dict[tuple[int, int], int] = {}
     for a in range(n):
         for b, c in col[a].items():
@@ -151,44 +198,160 @@ def laplacian(n: int, edges) -> np.ndarray:
 def _complement_basis(n: int) -> np.ndarray:
     """Orthonormal basis ``Q`` (n × n−1) of the space orthogonal to the all-ones vector.
 
-    Every Laplacian maps ``1`` to 0, so both SDPs are posed on ``1⊥``: this drops
-    the ``β 11ᵀ`` and ``11ᵀ/N`` terms and makes the problems smaller and better
-    conditioned without changing their optima.
-    """
-    import scipy.linalg
+    Every Laplacian maps ``1`` to 0, so both problems are posed on ``1⊥``: this
+    drops the ``β 11ᵀ`` and ``11ᵀ/N`` terms without changing their optima. The
+    basis is the last ``n − 1`` columns of the Householder reflection that
+    swaps ``e_1`` and ``1/√n`` (formed in ``O(n²)``).
 
-    return scipy.linalg.null_space(np.ones((1, n)))
+    Examples
+    --------
+    >>> q = _complement_basis(4)
+    >>> bool(np.allclose(q.T @ q, np.eye(3))), bool(np.allclose(q.sum(axis=0), 0))
+    (True, True)
+    """
+    v = np.full(n, 1.0 / np.sqrt(n))
+    v[0] -= 1.0
+    vv = float(v @ v)
+    if vv == 0.0:  # n == 1
+        return np.zeros((n, 0))
+    h = np.eye(n) - np.outer(v, v) * (2.0 / vv)
+    return h[:, 1:]
+
+
+def _edges_of(laps: list[np.ndarray]) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, int]:
+    """``(n, ends, weights, owner, k)``: the edges of Laplacians ``L_j`` and the ``j`` of each."""
+    ends, weights, owner = [], [], []
+    for j, lap in enumerate(laps):
+        lap = np.asarray(lap, dtype=float)
+        iu, ju = np.nonzero(np.triu(-lap, 1))
+        ends.append(np.stack([iu, ju], axis=1))
+        weights.append(-lap[iu, ju])
+        owner.append(np.full(len(iu), j))
+    return (laps[0].shape[0], np.concatenate(ends).astype(np.int64), np.concatenate(weights),
+            np.concatenate(owner).astype(np.int64), len(laps))
+
+
+def _weighted_laplacian(n: int, ends: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Laplacian of the edges ``ends`` with ``weights`` (dense ``n × n``)."""
+    lap = np.zeros((n, n))
+    u, v = ends[:, 0], ends[:, 1]
+    np.add.at(lap, (u, v), -weights)
+    np.add.at(lap, (v, u), -weights)
+    np.add.at(lap, (u, u), weights)
+    np.add.at(lap, (v, v), weights)
+    return lap
 
 
 def activation_probabilities(laps: list[np.ndarray], budget: float) -> np.ndarray:
     """``p`` maximising λ₂(Σ p_j L_j) s.t. 0 ≤ p ≤ 1, Σ p ≤ budget · #matchings.
 
-    Solved as ``max γ s.t. Qᵀ(Σ p_j L_j)Q ⪰ γI`` with SCS (a first-order conic
-    solver, tolerance 1e-7): interior-point solvers factor a dense system over
-    the whole PSD cone and take seconds to minutes on 80-silo networks.
+    The SDP ``max γ s.t. Qᵀ(Σ p_j L_j)Q ⪰ γI`` has only ``k + 1`` scalar
+    variables, so it is solved here directly (:func:`_solve_activation_probabilities`,
+    a log-barrier Newton method in numpy), without a general conic solver.
+
+    Closed form: when every matching has the same number of edges and the
+    uniform choice ``p_j = budget`` makes the expected Laplacian a multiple of
+    ``I − 11ᵀ/N`` (e.g. Misra-Gries on a complete graph of odd size), uniform
+    is the unique optimum: ``λ₂ ≤ tr(Σ p_j L_j)/(N − 1) = 2 Σ p_j |M_j|/(N − 1)``,
+    whose maximum over the constraints the uniform choice attains, and equality
+    forces all off-diagonal entries, hence all ``p_j``, to be equal.
     """
-    k, n = len(laps), laps[0].shape[0]
+    return _activation_probabilities(*_edges_of(laps), budget)
+
+
+def _activation_probabilities(n: int, ends: np.ndarray, weights: np.ndarray, owner: np.ndarray,
+                              k: int, budget: float) -> np.ndarray:
+    """:func:`activation_probabilities` for matchings given as edges (``owner``: matching of each)."""
+    if budget >= 1:
+        return np.ones(k)  # λ₂ never decreases when a p_j grows
     q = _complement_basis(n)
-    stacked = np.stack([(q.T @ lap @ q).ravel() for lap in laps], axis=1)
-    return _solve_activation_probabilities(stacked, n, k, budget)
+    rows = (q[ends[:, 0]] - q[ends[:, 1]]) * np.sqrt(weights)[:, None]
+    sizes = np.bincount(owner, weights=np.einsum("ij,ij->i", rows, rows), minlength=k)
+    uniform = np.full(k, float(budget))
+    if np.allclose(sizes, sizes[0], rtol=1e-12, atol=0):
+        lam = np.linalg.eigvalsh((rows * uniform[owner][:, None]).T @ rows)
+        if lam[-1] - lam[0] <= 1e-9 * abs(lam[-1]):
+            return uniform
+    return _solve_activation_probabilities(rows, owner, k, budget)
 
 
-def _solve_activation_probabilities(stacked: np.ndarray, n: int, k: int, budget: float) -> np.ndarray:
-    """The SDP of :func:`activation_probabilities` on ``1⊥`` (``stacked``: Qᵀ L_j Q per column)."""
-    import cvxpy as cp
+def _solve_activation_probabilities(rows: np.ndarray, owner: np.ndarray, k: int, budget: float,
+                                    rel_gap: float = 1e-8) -> np.ndarray:
+    """The SDP of :func:`activation_probabilities` by a log-barrier Newton method.
 
-    p, gamma = cp.Variable(k), cp.Variable()
-    expected = cp.reshape(stacked @ p, (n - 1, n - 1), order="C")
-    cons = [p >= 0, p <= 1, cp.sum(p) <= budget * k, (expected + expected.T) / 2 - gamma * np.eye(n - 1) >> 0]
-    problem = cp.Problem(cp.Maximize(gamma), cons)
-    for solver, opts in ((cp.SCS, {"eps_abs": 1e-7, "eps_rel": 1e-7}), (cp.CLARABEL, {})):
+    Minimises ``−t γ − log det(A(p) − γI) − Σ log p_j − Σ log(1 − p_j) −
+    log(budget·k − Σ p_j)`` with ``A(p) = Σ_e p_{j(e)} c_e c_eᵀ`` for growing
+    ``t`` (×20 per centring) until the duality gap bound ``ν/t`` (``ν = m + 2k + 1``)
+    is below ``rel_gap · γ``. Each Newton step costs one Cholesky factorisation
+    and ``O(E m² + k² m²)`` products (``m = N − 1``). The path converges to the
+    analytic centre of the optimal face, a deterministic choice when the
+    optimum is not unique.
+    """
+    m = rows.shape[1]
+    cap = budget * k
+    nu = m + 2 * k + 1
+    order = np.argsort(owner, kind="stable")
+    rows, owner = rows[order], owner[order]
+    bounds = np.searchsorted(owner, np.arange(k + 1))
+
+    def amat(p):
+        return (rows * p[owner][:, None]).T @ rows
+
+    def barrier(p, g, t):
+        if np.any(p <= 0) or np.any(p >= 1) or p.sum() >= cap:
+            return np.inf, None
         try:
-            problem.solve(solver=solver, **opts)
-        except cp.error.SolverError:
-            continue
-        if problem.status in ("optimal", "optimal_inaccurate") and p.value is not None:
-            return np.clip(np.asarray(p.value, dtype=float), 0.0, 1.0)
-    raise FedsimError(f"MATCHA activation-probability SDP failed ({problem.status}); try another --budget")
+            r = np.linalg.cholesky(amat(p) - g * np.eye(m))
+        except np.linalg.LinAlgError:
+            return np.inf, None
+        val = (-t * g - 2 * np.log(np.diag(r)).sum() - np.log(p).sum() - np.log1p(-p).sum()
+               - np.log(cap - p.sum()))
+        return val, r
+
+    p = np.full(k, 0.9 * budget)
+    g = float(np.linalg.eigvalsh(amat(p))[0])
+    g -= 0.5 * abs(g) + 1e-9
+    t = nu / max(abs(g), 1e-12)
+    val, r = barrier(p, g, t)
+    for _outer in range(60):
+        for _newton in range(100):
+            rinv = np.linalg.inv(r)
+            d = rows @ rinv.T  # d_e = R^-1 c_e
+            tm = np.empty((k + 1, m, m))
+            for j in range(k):
+                dj = d[bounds[j]:bounds[j + 1]]
+                tm[j] = dj.T @ dj
+            tm[k] = -(rinv @ rinv.T)
+            flat = tm.reshape(k + 1, -1)
+            hess = flat @ flat.T
+            grad = -np.trace(tm, axis1=1, axis2=2)
+            slack = cap - p.sum()
+            grad[:k] += -1 / p + 1 / (1 - p) + 1 / slack
+            grad[k] -= t
+            hess[:k, :k] += np.diag(1 / p**2 + 1 / (1 - p) ** 2) + 1 / slack**2
+            try:
+                step = np.linalg.solve(hess, -grad)
+            except np.linalg.LinAlgError:
+                step = -grad
+            dec = float(-grad @ step)
+            if dec / 2 < 1e-9:
+                break
+            s = 1.0
+            while s > 1e-6:  # below that only rounding noise is left
+                new_val, new_r = barrier(p + s * step[:k], g + s * step[k], t)
+                if new_val <= val - 0.25 * s * dec:
+                    break
+                s *= 0.5
+            else:
+                break
+            p, g, val, r = p + s * step[:k], g + s * step[k], new_val, new_r
+        if nu / t <= rel_gap * max(abs(g), 1e-12):
+            break
+        t *= 20.0
+        val, r = barrier(p, g, t)
+    if not np.all(np.isfinite(p)):
+        raise FedsimError("MATCHA activation-probability problem failed; try another --budget")
+    return np.clip(p, 0.0, 1.0)
 
 
 def mixing_step(laps: list[np.ndarray], p: np.ndarray) -> float:
@@ -196,27 +359,61 @@ def mixing_step(laps: list[np.ndarray], p: np.ndarray) -> float:
 
     The left side grows with β (``L̄² + 2L̃ ⪰ 0``), so β = α² at the optimum
     and the SDP reduces exactly to the convex scalar problem
-    ``min_α λ_max(Qᵀ(I − 2αL̄ + α²(L̄² + 2L̃))Q)``, solved here by bounded
-    Brent search.
+    ``min_α ρ(α) = λ_max(Qᵀ(I − 2αL̄ + α²(L̄² + 2L̃))Q)``, solved here on the
+    bracket ``[0, 2/λ_min(QᵀL̄Q)]`` by steps that keep a sign change of ρ's
+    (sub)gradient: the secant step on the derivative (exact for a smooth
+    quadratic) alternating with the intersection of the two end tangents
+    (exact at a kink of two linear pieces), with bisection as safeguard.
     """
-    n = laps[0].shape[0]
+    return _mixing_step(*_edges_of(laps), p)
+
+
+def _mixing_step(n: int, ends: np.ndarray, weights: np.ndarray, owner: np.ndarray, k: int,
+                 p: np.ndarray) -> float:
+    """:func:`mixing_step` for matchings given as edges (``owner``: matching of each)."""
+    p = np.asarray(p, dtype=float)
     q = _complement_basis(n)
-    l_bar = sum(pj * lj for pj, lj in zip(p, laps))
-    l_tilde = sum(pj * (1 - pj) * lj for pj, lj in zip(p, laps))
+    l_bar = _weighted_laplacian(n, ends, weights * p[owner])
+    l_tilde = _weighted_laplacian(n, ends, weights * (p * (1 - p))[owner])
     a = q.T @ l_bar @ q
     b = q.T @ (l_bar @ l_bar + 2 * l_tilde) @ q
     eye = np.eye(n - 1)
 
-    def rho(alpha: float) -> float:
-        return float(np.linalg.eigvalsh(eye - 2 * alpha * a + alpha**2 * b)[-1])
+    def rho(alpha: float) -> tuple[float, float]:
+        lam, vec = np.linalg.eigh(eye - 2 * alpha * a + alpha**2 * b)
+        top = vec[:, lam >= lam[-1] - 1e-12 * max(1.0, abs(lam[-1]))]
+        slopes = np.linalg.eigvalsh(top.T @ (-2 * a + 2 * alpha * b) @ top)
+        # A subgradient whose sign tells on which side the minimum lies.
+        slope = 0.0 if slopes[0] <= 0 <= slopes[-1] else float(slopes[0] if slopes[0] > 0 else slopes[-1])
+        return float(lam[-1]), slope
 
-    # rho(0) = 1 and rho grows for alpha < 0, so the optimum lies in [0, 2/λ_min(a)].
     low = max(float(np.linalg.eigvalsh(a)[0]), 1e-12)
-    import scipy.optimize
-
-    res = scipy.optimize.minimize_scalar(rho, bounds=(0.0, 2.0 / low), method="bounded",
-                                         options={"xatol": 1e-10})
-    return float(res.x)
+    lo, hi = 0.0, 2.0 / low
+    (f_lo, d_lo), (f_hi, d_hi) = rho(lo), rho(hi)
+    if d_lo >= 0:
+        return lo
+    if d_hi <= 0:
+        return hi
+    widths = [hi - lo]
+    for it in range(200):
+        if hi - lo <= 1e-10 * hi:
+            break
+        if len(widths) >= 3 and widths[-1] > 0.5 * widths[-3]:
+            x = 0.5 * (lo + hi)
+        elif it % 2 == 0:
+            x = lo - d_lo * (hi - lo) / (d_hi - d_lo)
+        else:
+            x = (f_hi - f_lo + d_lo * lo - d_hi * hi) / (d_lo - d_hi)
+        x = min(max(x, lo + 1e-3 * (hi - lo)), hi - 1e-3 * (hi - lo))
+        f_x, d_x = rho(x)
+        if d_x == 0:
+            return float(x)
+        if d_x < 0:
+            lo, f_lo, d_lo = x, f_x, d_x
+        else:
+            hi, f_hi, d_hi = x, f_x, d_x
+        widths.append(hi - lo)
+    return float(lo if f_lo <= f_hi else hi)
 
 
 @lru_cache(maxsize=32)
@@ -226,15 +423,15 @@ def decomposition(
     """Edges, matching index per edge, activation probabilities and α.
 
     Cached in the process and on disk (:mod:`fedsim.topologies.cache`): the
-    activation-probability SDP takes seconds per network. The disk key hashes
-    the silo count, the edge list (in order), the budget, this module's source
-    and the numpy/scipy/cvxpy/SCS/Clarabel versions, i.e. everything the
+    colouring and the activation-probability problem grow with the network.
+    The disk key hashes the silo count, the edge list (in order), the budget,
+    this module's source and the numpy version, i.e. everything the
     result depends on; an entry is also checked (proper matchings,
     probabilities in [0, 1] within budget, finite α) before it is used.
     ``FEDSIM_CACHE=off`` disables the disk cache.
     """
     if plus:
-        edges = [(u, v) for u, v in conn.graph.edges]
+        edges = [(u, v) for u, v in conn.edges.tolist()]
     else:
         seen, edges = set(), []
         for u, v, _ in conn.network.links:
@@ -243,9 +440,8 @@ def decomposition(
                 seen.add(k)
                 edges.append((u, v))
     key = cache.digest(
-        "matcha-decomposition/1", conn.n, np.asarray(edges, dtype=np.int64).reshape(-1, 2),
-        float(budget), _module_source(),
-        cache.package_versions("numpy", "scipy", "cvxpy", "scs", "clarabel"),
+        "matcha-decomposition/2", conn.n, np.asarray(edges, dtype=np.int64).reshape(-1, 2),
+        float(budget), _module_source(), cache.package_versions("numpy"),
     )
     hit = _checked_entry(cache.load("matcha", key), conn.n, edges, budget)
     if hit is not None:
@@ -255,9 +451,11 @@ def decomposition(
     used = sorted(set(colors.values()))
     index = {c: j for j, c in enumerate(used)}
     match = np.array([index[colors[(min(u, v), max(u, v))]] for u, v in edges])
-    laps = [laplacian(conn.n, [e for e, m in zip(edges, match) if m == j]) for j in range(len(used))]
-    p = activation_probabilities(laps, budget)
-    alpha = mixing_step(laps, p)
+    ends = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    parts = (conn.n, ends, np.ones(len(ends)), match.astype(np.int64), len(used))
+    with small_blas(conn.n):
+        p = _activation_probabilities(*parts, budget)
+        alpha = _mixing_step(*parts, p)
     cache.store("matcha", key, {
         "what": "fedsim MATCHA decomposition: matching per edge, activation probabilities, alpha",
         "silos": conn.n, "edges": len(edges), "budget": float(budget),

@@ -19,8 +19,7 @@ from fedsim.topologies.schedule import Schedule, bidirect, static_schedule
 @lru_cache(maxsize=64)
 def _edge_arrays(conn: Connectivity) -> tuple[np.ndarray, np.ndarray]:
     """Endpoints of the connectivity graph's edges, in its edge order."""
-    e = np.asarray(list(conn.graph.edges), dtype=np.int64).reshape(-1, 2)
-    return e[:, 0], e[:, 1]
+    return conn.edges[:, 0], conn.edges[:, 1]
 
 
 def tree_edges(conn: Connectivity, weights) -> list[tuple[int, int]]:
@@ -56,7 +55,7 @@ def tree_edges(conn: Connectivity, weights) -> list[tuple[int, int]]:
             if len(accepted) == conn.n - 1:
                 break
     tree = nx.Graph()
-    tree.add_nodes_from(conn.graph.nodes)
+    tree.add_nodes_from(range(conn.n))
     tree.add_edges_from(accepted)
     return [(u, v) for u, v in tree.edges]
 
