@@ -218,6 +218,7 @@ CASES = [
     (R + ["--task-option", "foo=1"], "foo"),
     (R + ["--task-option", "lr=nan"], "lr"),
     (R + ["--task-option", "alpha=-1"], "alpha"),
+    (R + ["--task-option", "min_size=1000"], "silos"),
     (R + ["--task-option", "novalue"], "KEY=VALUE"),
     (R + ["--task-option", "=1"], "KEY=VALUE"),
     # run: folders
@@ -332,6 +333,7 @@ CASES = [
     (DL + ["--speed", "nope"], "--speed"),
     (DL + ["--silos", "3", "--task-option", "foo=1"], "foo"),
     (DL + ["--silos", "3", "--strategy", "nope"], "nope"),
+    (DL + ["--silos", "3", "--task-option", "min_size=1000"], "silos"),
     (DL + ["--silos", "3", "--rounds", "0"], "--rounds"),
     (DL + ["--round-timeout=-1"], "--round-timeout"),
     (DL + ["--resume", "oldrun"], "--overwrite"),

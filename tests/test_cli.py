@@ -312,3 +312,155 @@ def test_progress_bar_ends_on_the_final_rounds_metric_under_its_full_name(tmp_pa
     assert book.bar.postfix.startswith("rmse=0.1500 (round 2)")
     assert book.rec.rows[-1]["eval_metric"] == pytest.approx(0.15)  # what the summary reports
     book.bar.close()
+
+
+# ------------------------------------------------------------------ help, version, names
+def _parsers(parser):
+    """Every parser below ``parser`` (commands and deploy steps), with itself."""
+    import argparse
+
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _parsers(sub)
+
+
+def test_every_flag_has_help():
+    import argparse
+
+    from fedsim.cli import build_parser
+
+    missing = [f"{p.prog} {'/'.join(a.option_strings) or a.dest}" for p in _parsers(build_parser())
+               for a in p._actions if not isinstance(a, argparse._SubParsersAction) and not (a.help or "").strip()]
+    assert missing == []
+
+
+def test_the_names_in_help_are_the_registries():
+    from fedsim.cli import common
+    from fedsim.clients import TASKS, profile_names
+    from fedsim.strategies import STRATEGIES
+    from fedsim.topologies import MULTIGRAPH_BASES
+    from fedsim.topologies.delay import PUBLISHED_PROFILES
+
+    assert common.TASK_NAMES == tuple(TASKS)
+    assert common.STRATEGY_NAMES == tuple(STRATEGIES)
+    assert common.WIRING_NAMES == tuple(TOPOLOGIES)
+    assert common.NETWORK_NAMES == tuple(BUILTIN_NETWORKS)
+    assert set(common.BASE_NAMES) == set(MULTIGRAPH_BASES)
+    assert common.PUBLISHED_PROFILE_NAMES == tuple(PUBLISHED_PROFILES)
+    assert list(common.PROFILE_NAMES) == profile_names()
+
+
+@pytest.mark.parametrize("argv,registry", [
+    (["run"], "tasks"), (["run"], "strategies"), (["run"], "networks"), (["topology"], "profiles"),
+    (["topology"], "networks"), (["cycle-time"], "profiles"), (["deploy", "local"], "tasks"),
+])
+def test_help_lists_every_choice(capsys, argv, registry):
+    from fedsim.clients import TASKS, profile_names
+    from fedsim.strategies import STRATEGIES
+
+    names = {"tasks": list(TASKS), "strategies": list(STRATEGIES), "networks": list(BUILTIN_NETWORKS),
+             "profiles": profile_names()}[registry]
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for name in names:
+        assert re.search(rf"\b{re.escape(name)}\b", text), (registry, name)
+
+
+def test_version_comes_from_the_package_metadata(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"fedsim {version('fedsim')}"
+
+
+def test_help_imports_no_heavy_module():
+    """``fedsim --help`` (and a command's --help) loads neither numpy nor networkx, torch, Flower or Ray."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom fedsim.cli import main\n"
+            "for argv in (['--help'], ['deploy', '--help'], ['compare', '--help']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print(sorted(m for m in ('numpy', 'networkx', 'torch', 'flwr', 'ray', 'matplotlib', 'pandas') "
+            "if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "[]"
+
+
+# ------------------------------------------------------------------ fedprox warning
+@pytest.mark.parametrize("strategy,steps,warned", [("fedprox", 1, True), ("fedprox", 2, False), ("fedavg", 1, False)])
+def test_fedprox_with_one_local_step_warns_once(capsys, strategy, steps, warned):
+    from fedsim.cli import build_parser
+    from fedsim.cli.common import training_config
+
+    args = build_parser().parse_args(["run", "--topology", "gaia", "--strategy", strategy, "--local-steps",
+                                      str(steps)])
+    training_config(args, "gaia")
+    training_config(args, "gaia")  # deploy local checks twice: still one warning
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == (1 if warned else 0)
+    if warned:
+        assert "warning" in lines[0] and "fedavg" in lines[0] and "--local-steps" in lines[0]
+
+
+# ------------------------------------------------------------------ compare
+def _run_dir(folder, metric, values):
+    folder.mkdir(parents=True)
+    rows = ["round,sim_cum_ms,eval_loss,eval_metric"] + [f"{k},{100 * k},{v},{v}" for k, v in enumerate(values)]
+    (folder / "rounds.csv").write_text("\n".join(rows) + "\n")
+    (folder / "summary.json").write_text(f'{{"metric": "{metric}"}}')
+    return str(folder)
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures fedsim.plots would save, kept instead of written."""
+    import fedsim.plots as plots
+
+    kept = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: kept.append(fig))
+    return kept
+
+
+@pytest.mark.parametrize("metric,best", [("rmse", 0.2), ("fd_k", 0.2), ("loss", 0.2), ("accuracy", 0.9)])
+def test_compare_knows_the_direction_and_name_of_a_metric(tmp_path, capsys, figures, metric, best):
+    a = _run_dir(tmp_path / "a", metric, [0.9, 0.2, 0.5])
+    code, out, _ = run(capsys, "compare", a, "--out", str(tmp_path / "c.png"))
+    assert code == 0
+    assert f"best {best:.4f}" in out and f"final {metric} 0.5000" in out
+    assert figures[0].axes[0].get_ylabel() == f"mean test {metric}"
+
+
+def test_compare_refuses_mixed_metrics_unless_asked(tmp_path, capsys, figures):
+    a = _run_dir(tmp_path / "a", "accuracy", [0.1, 0.5])
+    b = _run_dir(tmp_path / "b", "rmse", [0.9, 0.4])
+    code, _, err = run(capsys, "compare", a, b, "--out", str(tmp_path / "c.png"))
+    assert code == 2 and "--mixed-metrics" in one_error_line(err) and not figures
+    code, _, _ = run(capsys, "compare", a, b, "--out", str(tmp_path / "c.png"), "--mixed-metrics")
+    assert code == 0
+    labels = [line.get_label() for line in figures[0].axes[0].lines]
+    assert labels == ["a (accuracy)", "b (rmse)"]
+    assert "accuracy" in figures[0].axes[0].get_ylabel() and "rmse" in figures[0].axes[0].get_ylabel()
+
+
+def test_compare_labels_same_named_folders_by_their_parents(tmp_path, capsys, figures):
+    a = _run_dir(tmp_path / "exp1" / "run", "accuracy", [0.1, 0.5])
+    b = _run_dir(tmp_path / "exp2" / "run", "accuracy", [0.2, 0.6])
+    code, out, _ = run(capsys, "compare", a, b, "--out", str(tmp_path / "c.png"))
+    assert code == 0
+    assert [line.get_label() for line in figures[0].axes[0].lines] == ["exp1/run", "exp2/run"]
+
+
+@pytest.mark.parametrize("rounds,marked", [(5, True), (30, True), (31, False), (200, False)])
+def test_short_runs_get_markers(tmp_path, capsys, figures, rounds, marked):
+    a = _run_dir(tmp_path / "a", "accuracy", [0.5] * (rounds + 1))
+    code, _, _ = run(capsys, "compare", a, "--out", str(tmp_path / "c.png"))
+    assert code == 0
+    assert (figures[0].axes[0].lines[0].get_marker() not in (None, "None", "")) == marked

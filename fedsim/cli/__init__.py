@@ -47,7 +47,8 @@ class _Version(argparse.Action):
             v = version("fedsim")
         except PackageNotFoundError:  # a source tree that is not installed
             from fedsim import __version__ as v
-        parser.exit(0, f"fedsim {v}\n")
+        print(f"fedsim {v}")
+        parser.exit(0)
 
 
 def _command_of(argv: Sequence[str]) -> str | None:

@@ -167,12 +167,15 @@ def refuse_existing(path, flag: str, overwrite: bool) -> None:
         raise FedsimError(f"{flag} {path} already exists; give another {flag} or --overwrite to replace it")
 
 
-def check_task_options(task: str, options: dict) -> dict:
-    """The task's own check of its options (``fedsim.clients.parse_options``), where it exists."""
+def check_task_options(task: str, options: dict, n_silos: int | None = None) -> dict:
+    """The task's own check of its options (``fedsim.clients.parse_options``) and, with ``n_silos``, of
+    the silo count it can serve (``fedsim.clients.check_silos``): before anything is built or written."""
     import fedsim.clients as clients
 
     if hasattr(clients, "parse_options"):
         clients.parse_options(task, dict(options))
+    if n_silos is not None and hasattr(clients, "check_silos"):
+        clients.check_silos(task, dict(options), n_silos)
     return options
 
 

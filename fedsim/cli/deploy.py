@@ -19,6 +19,7 @@ from fedsim.cli.common import (
     NETWORK_HELP,
     TASK_NAMES,
     check_silos,
+    check_task_options,
     existing_dir,
     existing_file,
     holds_run,
@@ -206,6 +207,7 @@ def _run_config(args):
 
     net = _network(args)
     cfg = training_config(args, args.topology_spec, round_timeout=args.round_timeout)
+    check_task_options(cfg.task, cfg.task_options, getattr(args, "silos", None) or net.n_silos)
     if args.max_failed_rounds is not None:
         cfg.max_failed_rounds = args.max_failed_rounds
     elif args.min_silos:  # with a silo minimum, failures alone never stop the run

@@ -8,6 +8,7 @@ from fedsim.cli.common import (
     add_training_flags,
     check_fault,
     check_silos,
+    check_task_options,
     holds_run,
     int_in,
     out_dir,
@@ -42,6 +43,7 @@ def _new_run_dir(args):
                           round_timeout=args.round_timeout, workers=args.workers,
                           inject_fault=args.inject_fault)
     check_fault(cfg.inject_fault, args.silos or net.n_silos, cfg.rounds)
+    check_task_options(cfg.task, cfg.task_options, args.silos or net.n_silos)
     if holds_run(run_dir) and not args.overwrite:
         raise FedsimError(f"{run_dir} already holds a run; use --resume {run_dir}, another --out, or --overwrite")
     if args.overwrite:
