@@ -142,7 +142,7 @@ def retrieve(run_dir_or_model, query, k: int = 10, *, task: CFORTask | None = No
         model = run_dir_or_model
         if task is None or database is None:
             raise FedsimError("retrieve() with a model needs task= and database= (an OntologyIndex)")
-    x = _as_images(query, task._cfg("image_size", 32))
+    x = _as_images(query, task.options.image_size)
     q = extract(task, model, x, 0.5 if thresholds is None else thresholds)
     res = database.search(q, k, level=level, expand=expand, **search_kw)
     return Retrieval(res.ids, res.scores, q, run)

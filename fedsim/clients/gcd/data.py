@@ -132,3 +132,82 @@ def music_beats(music: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     o = np.concatenate([[-np.inf], np.asarray(music)[:, 0], [-np.inf]])
     t = np.arange(1, len(o) - 1)
     return t[(o[t] >= o[t - 1]) & (o[t] > o[t + 1]) & (o[t] > threshold)] - 1
+
+
+# ----------------------------------------------------------------- AIOZ-GDance-style folders
+def load_sequences(root: str) -> tuple[tuple[str, np.ndarray, np.ndarray], ...]:
+    """Read a folder of group-dance sequences, one sub-folder per sequence (sorted by name).
+
+    Each sequence folder holds ``music.npy``, float ``(T, 10)`` — per frame at
+    :data:`FPS` the :data:`N_MUSIC` music features in the layout
+    :func:`make_groups` writes (channel 0 the onset strength whose peaks are
+    the beats, 1–4 the beat phase as cos/sin of 2φ and φ, 5 the downbeat pulse,
+    6 the energy, 7–9 timbre) — and ``motion.npy``, float ``(N, T, 12)``: for
+    each of the ``N`` dancers (2..:data:`N_MAX`) and frame the
+    :data:`FEATURES` (root position on the floor in metres, then the pose
+    angles in radians). This mirrors AIOZ-GDance (one folder per song with its
+    music features and the dancers' motions), with our 12 pose features in
+    place of SMPL parameters. Returns ``(name, music, motion)`` per sequence,
+    float32.
+
+    Every problem is one :class:`~fedsim.errors.FedsimError` line naming the
+    file and the expected shape.
+    """
+    from pathlib import Path
+
+    from fedsim.errors import FedsimError
+
+    base = Path(root)
+    if not base.is_dir():
+        raise FedsimError(f"gcd data_dir {root!r} is not a folder (expected one sub-folder per sequence with "
+                          f"music.npy and motion.npy)")
+    seqs = [d for d in sorted(base.iterdir()) if d.is_dir()]
+    if not seqs:
+        raise FedsimError(f"gcd data_dir {root!r} has no sequence folders (expected <sequence>/music.npy "
+                          f"[T, {N_MUSIC}] and <sequence>/motion.npy [dancers, T, {N_FEAT}])")
+    out = []
+    for d in seqs:
+        arrays = []
+        for name in ("music.npy", "motion.npy"):
+            if not (d / name).is_file():
+                raise FedsimError(f"gcd sequence {d} has no {name}")
+            try:
+                arrays.append(np.load(d / name, allow_pickle=False))
+            except (OSError, ValueError) as exc:
+                raise FedsimError(f"cannot read {d / name}: {str(exc).splitlines()[0]}") from None
+        music, motion = arrays
+        if music.ndim != 2 or music.shape[1] != N_MUSIC:
+            raise FedsimError(f"{d / 'music.npy'} has shape {music.shape}; expected (frames, {N_MUSIC})")
+        if motion.ndim != 3 or motion.shape[2] != N_FEAT:
+            raise FedsimError(f"{d / 'motion.npy'} has shape {motion.shape}; expected (dancers, frames, {N_FEAT})")
+        if not 2 <= motion.shape[0] <= N_MAX:
+            raise FedsimError(f"{d / 'motion.npy'} has {motion.shape[0]} dancers; expected 2..{N_MAX}")
+        if motion.shape[1] != music.shape[0]:
+            raise FedsimError(f"{d}: motion.npy has {motion.shape[1]} frames but music.npy {music.shape[0]}")
+        if not (np.issubdtype(music.dtype, np.number) and np.issubdtype(motion.dtype, np.number)
+                and np.isfinite(music).all() and np.isfinite(motion).all()):
+            raise FedsimError(f"{d}: music.npy and motion.npy must hold finite numbers")
+        out.append((d.name, music.astype(np.float32), motion.astype(np.float32)))
+    return tuple(out)
+
+
+def folder_windows(sequences, silo: int, n_silos: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Silo ``silo``'s groups from :func:`load_sequences`: sequence ``j`` goes to silo
+    ``j mod n_silos``; each is cut into non-overlapping windows of ``frames``
+    frames. A silo keeps the windows of its most common dancer count (ties: the
+    smaller), since a batch holds groups of one size. Returns motion
+    ``(G, N, frames, 12)`` and music ``(G, frames, 10)``."""
+    from fedsim.errors import FedsimError
+
+    if len(sequences) < n_silos:
+        raise FedsimError(f"gcd data_dir has {len(sequences)} sequences; {n_silos} silos need one each at least")
+    mine = [s for j, s in enumerate(sequences) if j % n_silos == silo]
+    by_count: dict[int, list] = {}
+    for _, music, motion in mine:
+        for a in range(0, music.shape[0] - frames + 1, frames):
+            by_count.setdefault(motion.shape[0], []).append((motion[:, a:a + frames], music[a:a + frames]))
+    if not by_count:
+        raise FedsimError(f"silo {silo}'s sequences are shorter than frames={frames}; use smaller frames")
+    n = min(by_count, key=lambda k: (-len(by_count[k]), k))
+    groups = by_count[n]
+    return np.stack([g[0] for g in groups]), np.stack([g[1] for g in groups])

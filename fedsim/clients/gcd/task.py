@@ -54,20 +54,26 @@ Metrics are in :mod:`fedsim.clients.gcd.metrics`.
 
 from __future__ import annotations
 
+from functools import lru_cache
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from fedsim.clients.base import SiloData, Task, minibatch_steps
-from fedsim.clients.gcd.data import N_FEAT, STYLES, make_groups
+from fedsim.clients.gcd.data import N_FEAT, STYLES, folder_windows, load_sequences, make_groups
 from fedsim.clients.gcd.metrics import score_groups
 from fedsim.clients.gcd.model import GCDModel, cosine_alpha_bar, ddim_sample, diffusion_losses
 from fedsim.clients.gcd.options import GCDOptions
+from fedsim.errors import FedsimError
 
 
 class GCDTask(Task):
     """Group-dance diffusion with contrastive guidance.
 
-    Config keys (defaults in brackets): ``n_dancers`` [3] dancers per group, an
+    Options (:class:`~fedsim.clients.gcd.options.GCDOptions`, defaults in brackets):
+    ``data_dir`` [""]: a folder of real sequences (below) instead of the
+    procedural groups; ``n_dancers`` [3] dancers per group, an
     int or a list cycled over silos (group-size skew); ``frames`` [32] per
     window at 15 fps; ``n_train`` [96] / ``n_test`` [24] groups per silo;
     ``alpha`` [0.5] Dirichlet concentration of each silo's style mix;
@@ -91,6 +97,15 @@ class GCDTask(Task):
     negatives on the test split), ``nce`` and ``n``: a few forward passes,
     cheap enough for every round. The sampling metrics are compared with the
     silo's held-out real test groups.
+
+    With ``data_dir`` (AIOZ-GDance-style; :func:`~fedsim.clients.gcd.data.load_sequences`)
+    the folder holds one sub-folder per sequence with ``music.npy`` ``(T, 10)``
+    and ``motion.npy`` ``(dancers, T, 12)``; sequence ``j`` (sorted by name)
+    goes to silo ``j mod n_silos`` and is cut into windows of ``frames``
+    frames (a silo keeps its most common dancer count); each silo holds out
+    ``n_test/(n_train+n_test)`` of its windows (at most ``n_test``; at most
+    ``n_train`` for training); ``n_dancers``, ``alpha`` are not used then, and
+    normalisation uses the folder's own statistics.
     """
 
     name = "gcd"
@@ -104,8 +119,11 @@ class GCDTask(Task):
         self.opts = self.options.as_dict()
         self.metric, self.higher_is_better = self.options.headline
         self.ab = cosine_alpha_bar(int(self.opts["diffusion_steps"]))
-        ref, _, _ = make_groups(64, 3, int(self.opts["frames"]), np.random.default_rng(12345))
-        flat = ref.reshape(-1, N_FEAT)
+        if self.options.data_dir:  # the folder's own statistics (every silo reads the same folder)
+            flat = np.concatenate([m.reshape(-1, N_FEAT) for _, _, m in self.sequences()])
+        else:
+            ref, _, _ = make_groups(64, 3, int(self.opts["frames"]), np.random.default_rng(12345))
+            flat = ref.reshape(-1, N_FEAT)
         self.mean = torch.from_numpy(flat.mean(0))
         self.std = torch.from_numpy(flat.std(0) + 1e-3)
 
@@ -133,7 +151,13 @@ class GCDTask(Task):
         centre = 85 + 50 * (silo + 0.5) / max(n_silos, 1)
         return probs, (centre - 15.0, centre + 15.0)
 
+    def sequences(self) -> tuple:
+        """The sequences of ``data_dir`` (:func:`~fedsim.clients.gcd.data.load_sequences`), read once."""
+        return _cached_sequences(str(Path(self.options.data_dir).resolve()))
+
     def partition(self, silo: int, n_silos: int, seed: int) -> SiloData:
+        if self.options.data_dir:
+            return self._folder_partition(silo, n_silos, seed)
         probs, bpm = self.silo_skew(silo, n_silos, seed)
         rng = np.random.default_rng([seed, silo])
         n_tr, n_te = self._o("n_train", int), self._o("n_test", int)
@@ -141,6 +165,20 @@ class GCDTask(Task):
                                        probs, bpm)
         t = torch.from_numpy
         return SiloData(t(motion[:n_tr]), t(music[:n_tr]), t(motion[n_tr:]), t(music[n_tr:]))
+
+    def _folder_partition(self, silo: int, n_silos: int, seed: int) -> SiloData:
+        frames = self._o("frames", int)
+        motion, music = folder_windows(self.sequences(), silo, n_silos, frames)
+        if len(motion) < 2:
+            raise FedsimError(f"silo {silo} gets {len(motion)} window of {frames} frames from gcd data_dir; it "
+                              f"needs 2 (one to train, one to test): use fewer silos or smaller frames")
+        n_tr, n_te = self._o("n_train", int), self._o("n_test", int)
+        n_test = min(n_te, max(1, int(round(len(motion) * n_te / (n_tr + n_te)))))
+        n_train = min(n_tr, len(motion) - n_test)
+        idx = np.random.default_rng([seed, silo]).permutation(len(motion))
+        te, tr = idx[:n_test], idx[n_test:n_test + n_train]
+        t = torch.from_numpy
+        return SiloData(t(motion[tr]), t(music[tr]), t(motion[te]), t(music[te]))
 
     def train(self, model, data, steps, generator, prox_mu=0.0, anchor=None):
         opt = torch.optim.Adam(model.parameters(), lr=self._o("lr"))
@@ -191,3 +229,8 @@ class GCDTask(Task):
         x = ddim_sample(model, music, int(data.x_test.shape[1]), self.ab, self._o("ddim_steps", int),
                         gamma, self._o("guidance_scale"), generator, mode=str(self.opts["guidance"]))
         return score_groups(self.denormalise(x).numpy(), music.numpy(), data.x_test.numpy())
+
+
+@lru_cache(maxsize=2)
+def _cached_sequences(root: str) -> tuple:
+    return load_sequences(root)
