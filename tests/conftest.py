@@ -20,6 +20,48 @@ os.environ["FEDSIM_CACHE_DIR"] = _CACHE_DIR
 os.environ.pop("FEDSIM_CACHE", None)
 
 
+class ClientAppGrid:
+    """A grid whose nodes run fedsim's ClientApp in this process (no Flower process).
+
+    ``tamper(silo, round, arrays, metrics)`` may rewrite a training reply on
+    its way back (return ``(arrays, metrics)``, or ``None`` to keep it), as a
+    broken or malicious SuperNode would send it.
+    """
+
+    def __init__(self, n: int, tamper=None) -> None:
+        from flwr.app import Context, RecordDict
+
+        self.nodes = [201 + i for i in range(n)]
+        self.contexts = {nid: Context(run_id=1, node_id=nid, node_config={"partition-id": i, "num-partitions": n},
+                                      state=RecordDict(), run_config={}) for i, nid in enumerate(self.nodes)}
+        self.tamper = tamper
+
+    def get_node_ids(self):
+        return list(self.nodes)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+
+        from fedsim.apps.client_app import app
+
+        out = []
+        for msg in messages:
+            nid = msg.metadata.dst_node_id
+            msg.metadata.__dict__["_message_id"] = f"m{id(msg)}"
+            reply = app(msg, self.contexts[nid])
+            if self.tamper and msg.metadata.message_type == "train" and not reply.has_error():
+                silo = self.nodes.index(nid)
+                arrays = reply.content["arrays"].to_numpy_ndarrays()
+                metrics = dict(reply.content["metrics"])
+                changed = self.tamper(silo, int(msg.content["config"]["round"]), arrays, metrics)
+                if changed is not None:
+                    arrays, metrics = changed
+                    reply = Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(metrics)}),
+                                    reply_to=msg)
+            out.append(reply)
+        return out
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread while a module's tests run: the machine's cores are shared, and

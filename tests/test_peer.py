@@ -120,7 +120,7 @@ def _server_side(tri, plan, rounds):
             s.set_flat(strategy.models[i])
             s.local_round(k, 1)
             trained[i] = s.get_flat()
-        strategy.models = strategy.mix_models(k, trained, np.ones(n, bool))
+        strategy.models = strategy.mix_models(k, trained, np.ones(n, bool), strategy.n_examples)[0]
     return strategy.models
 
 

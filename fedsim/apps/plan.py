@@ -83,6 +83,13 @@ class RunPlan:
         model = initial_model(self.task, self.cfg.seed)
         return flatten(model, self.task.exchanged_keys(model))
 
+    def train_sizes(self) -> list[int]:
+        """Each silo's training-set size, from the task's own partition (what a silo may report as
+        ``num-examples``: FedAvg weights by it, so a larger claim is rejected)."""
+        if not hasattr(self, "_train_sizes"):
+            self._train_sizes = [self.task.partition(s, self.n, self.cfg.seed).n_train for s in range(self.n)]
+        return self._train_sizes
+
     def silo_rows(self, silo: int, first: int, last: int) -> dict[int, SiloRound]:
         """Silo ``silo``'s part of rounds ``first..last``."""
         return {k: self.mixing.silo_round(silo, k) for k in range(first, last + 1)}

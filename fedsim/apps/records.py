@@ -39,6 +39,44 @@ def _read_checkpoint(path: Path, models: bool = True) -> tuple[np.ndarray | None
         return (z["models"].copy() if models else None), json.loads(str(z["meta"]))
 
 
+def check_resumable(run_dir: str | Path, run_key: str | None = None, models_shape: tuple | None = None) -> int:
+    """Check that the run in ``run_dir`` can continue exactly; returns its checkpoint's round.
+
+    Refuses (:class:`~fedsim.errors.FedsimError`, one line) a folder with no
+    checkpoint, a damaged checkpoint, a checkpoint of another run (its
+    ``run_key`` differs: task, network, strategy or seed changed), models of
+    the wrong shape (``models_shape``, when the caller knows it) and a
+    ``rounds.csv`` that lacks rows the checkpoint counts or whose rounds are
+    not 0, 1, 2, ... in order.
+    """
+    from fedsim.errors import FedsimError
+
+    run_dir = Path(run_dir)
+    path = run_dir / "checkpoint.npz"
+    again = "start it again with --overwrite"
+    if not path.exists():
+        raise FedsimError(f"cannot resume {run_dir}: it has no checkpoint.npz (no round was checkpointed); {again}")
+    try:
+        models, meta = _read_checkpoint(path)
+        rnd, n_rows = int(meta["round"]), int(meta["rows"])
+        meta["pending"], meta["extra"]  # noqa: B018 - present in every checkpoint
+    except Exception as exc:  # numpy/zipfile/json raise many types for a damaged file
+        raise FedsimError(f"cannot resume {run_dir}: checkpoint.npz is damaged ({type(exc).__name__}); {again}") from None
+    if run_key is not None and meta.get("run_key", run_key) != run_key:
+        raise FedsimError(f"cannot resume {run_dir}: its checkpoint belongs to another run configuration "
+                          f"(config.json was changed after the checkpoint); {again}")
+    if models_shape is not None and models.size and tuple(models.shape) != tuple(models_shape):
+        raise FedsimError(f"cannot resume {run_dir}: the checkpoint holds models of shape {list(models.shape)}, "
+                          f"this run needs {list(models_shape)} (another task or network?); {again}")
+    rows = _read_rows(run_dir / "rounds.csv")
+    if len(rows) < n_rows:
+        raise FedsimError(f"cannot resume {run_dir}: rounds.csv has {len(rows)} complete row(s) but the checkpoint "
+                          f"after round {rnd} counts {n_rows}; {again}")
+    if [r.get("round") for r in rows[:n_rows]] != list(range(n_rows)):
+        raise FedsimError(f"cannot resume {run_dir}: the rounds in rounds.csv are not 0..{n_rows - 1} in order; {again}")
+    return rnd
+
+
 def checkpoint_round(run_dir: Path) -> int:
     """The round of a run directory's last checkpoint (0: none)."""
     path = Path(run_dir) / "checkpoint.npz"
@@ -179,6 +217,8 @@ def _read_rows(path: Path) -> list[dict]:
     rows = []
     with open(path, newline="") as fh:
         for raw in csv.DictReader(fh):
+            if None in raw.values() or None in raw:  # fewer or more cells than columns: a row cut short
+                break
             row = {}
             try:
                 for k, v in raw.items():

@@ -111,17 +111,21 @@ def _map_silos(grid: Grid, nodes: list[int], n: int, peers: dict | None = None) 
     return mapping
 
 
-def build_strategy(plan: RunPlan, initial: np.ndarray, node_of_silo):
+def build_strategy(plan: RunPlan, initial: np.ndarray, node_of_silo, tolerate_lost: bool = False):
+    """The run's strategy; with ``tolerate_lost`` wrapped in :class:`LostSiloTolerance`."""
     from fedsim.strategies import CENTRALIZED, Decentralized, FedProx
+    from fedsim.strategies.tolerance import LostSiloTolerance
 
     cfg = plan.cfg
     if cfg.strategy in CENTRALIZED:
         cls = CENTRALIZED[cfg.strategy]
-        if cls is FedProx:
-            return FedProx(plan.n, initial, node_of_silo, mu=cfg.mu)
-        return cls(plan.n, initial, node_of_silo)
-    return Decentralized(plan.n, initial, node_of_silo, schedule=plan.schedule, rounds=cfg.rounds,
-                         seed=cfg.seed, self_weight=cfg.self_weight, plan=plan.mixing)
+        caps = plan.train_sizes() if cls.weights_by_examples else None
+        kwargs = {"mu": cfg.mu} if cls is FedProx else {}
+        strategy = cls(plan.n, initial, node_of_silo, max_examples=caps, **kwargs)
+    else:
+        strategy = Decentralized(plan.n, initial, node_of_silo, schedule=plan.schedule, rounds=cfg.rounds,
+                                 seed=cfg.seed, self_weight=cfg.self_weight, plan=plan.mixing)
+    return LostSiloTolerance(strategy) if tolerate_lost else strategy
 
 
 # ----------------------------------------------------------------------------- records
@@ -155,7 +159,7 @@ class Book:
 
     def meta(self, **extra) -> dict:
         return {"sim_cum_ms": self.sim_cum, "wall_total_s": self.wall_total, "failed_rounds": self.failed_rounds,
-                "data_plane": self.data_plane, **self.bytes, **extra}
+                "data_plane": self.data_plane, "run_key": self.cfg.key(), **self.bytes, **extra}
 
     def add_round(self, k: int, train: dict[int, dict], failed: dict[int, str], wall: float,
                   consensus: float) -> str | None:
@@ -244,58 +248,86 @@ def _array_bytes(messages) -> int:
     return total
 
 
-def _final_evaluation(book: Book, replies, on_round=None, strategy=None) -> None:
-    """Close the last row with the silos' evaluation of their final models."""
+def _final_evaluation(book: Book, replies, on_round=None, strategy=None, expected=None) -> None:
+    """Close the last row with the silos' evaluation of their final models.
+
+    A silo whose evaluation failed is recorded as failed in round
+    ``rounds + 1``; when no silo could evaluate, the run stops with that
+    reason (it never ends as completed with a NaN metric).
+    """
     from fedsim.strategies.base import RoundOutcome
 
-    evals = {int(m["silo"]): m for m in (dict(r.content["metrics"]) for r in replies if not r.has_error())}
+    replies = list(replies)
+    evals, failed = {}, {}
+    for r in replies:
+        if r.has_error():
+            failed[r.metadata.src_node_id] = r.error.reason or f"error code {r.error.code}"
+            continue
+        m = dict(r.content["metrics"])
+        evals[int(m["silo"])] = m
+    k = book.cfg.rounds + 1
+    silent = sorted(set(expected if expected is not None else range(book.plan.n)) - set(evals))
+    if silent:
+        reasons = "; ".join(sorted(set(failed.values()))) or "no reply"
+        book.rec.record_failure(k, {s: f"final evaluation failed: {reasons}" for s in silent})
+        if not evals:
+            book.stop_reason = f"the final evaluation failed on every silo ({reasons[:300]})"
     book.finish(evals)
     if on_round:
-        on_round(book.cfg.rounds + 1, RoundOutcome(train=evals), strategy)
+        on_round(k, RoundOutcome(train=evals, failed={s: "final evaluation failed" for s in silent}), strategy)
 
 
 # ----------------------------------------------------------------------------- the hub loop
 def hub_rounds(grid: Grid, plan: RunPlan, book: Book, strategy, base_cfg: dict, on_round=None,
                resumed: tuple | None = None) -> None:
-    """Rounds through the hub: the strategy sends each silo its model and mixes the replies."""
+    """Rounds through the hub: the strategy sends each silo its model and mixes the replies.
+
+    Each round's :class:`~fedsim.strategies.base.RoundResult` is committed to
+    the strategy only when the run goes on, so a round that stops the run is
+    not applied and the checkpoint is the state before it.
+    """
     cfg = plan.cfg
     if resumed is not None:
         models, meta = resumed
-        strategy.models = models.astype(np.float32)
-        strategy.n_examples = np.asarray(meta["n_examples"], float)
+        strategy.load_state(models, meta["n_examples"])
+
+    def keep(k: int) -> None:
+        book.checkpoint(k, strategy.models, n_examples=strategy.n_examples.tolist())
+
     for k in range(book.start, cfg.rounds + 1):
         if interrupt.requested():
             book.stop_reason = f"interrupted after round {k - 1}"
-            book.checkpoint(k - 1, strategy.models, n_examples=strategy.n_examples.tolist())
+            keep(k - 1)
             return
         msgs = list(strategy.configure_train(k, None, ConfigRecord(base_cfg | {"round": k}), grid))
         t0 = time.perf_counter()
         replies = list(grid.send_and_receive(msgs, timeout=cfg.round_timeout))
         if interrupt.requested():  # the replies of an interrupted round are not applied
             book.stop_reason = f"interrupted during round {k}"
-            book.checkpoint(k - 1, strategy.models, n_examples=strategy.n_examples.tolist())
+            keep(k - 1)
             return
         book.bytes["hub_array_bytes"] += _array_bytes(msgs) + _array_bytes(replies)
-        before = strategy.models
-        strategy.aggregate_train(k, replies)
-        out = strategy.last
+        result = strategy.aggregate(k, replies)
         if on_round:
-            on_round(k, out, strategy)
-        stop = book.add_round(k, out.train, out.failed, time.perf_counter() - t0, strategy.consensus_distance())
+            on_round(k, result, strategy)
+        consensus = float(((result.models - result.models.mean(axis=0)) ** 2).sum(axis=1).mean())
+        stop = book.add_round(k, result.train, result.failed, time.perf_counter() - t0, consensus)
         if stop is not None:
-            strategy.models = before  # the failed round is not applied
             book.stop_reason = stop
-            book.checkpoint(k - 1, before, n_examples=strategy.n_examples.tolist())
+            keep(k - 1)
             return
+        strategy.commit(result)
         book.rec.append_rounds()
         if k % cfg.checkpoint_every == 0:
-            book.checkpoint(k, strategy.models, n_examples=strategy.n_examples.tolist())
+            keep(k)
     # Evaluate the final models to close the last row.
     msgs = list(strategy.configure_evaluate(cfg.rounds, None, ConfigRecord(base_cfg | {"round": cfg.rounds + 1}),
                                             grid))
     book.bytes["hub_array_bytes"] += _array_bytes(msgs)
-    _final_evaluation(book, grid.send_and_receive(msgs, timeout=cfg.round_timeout), on_round, strategy)
-    book.checkpoint(cfg.rounds, strategy.models, n_examples=strategy.n_examples.tolist())
+    lost = getattr(strategy, "lost", {})
+    _final_evaluation(book, grid.send_and_receive(msgs, timeout=cfg.round_timeout), on_round, strategy,
+                      expected=[s for s in range(plan.n) if s not in lost])
+    keep(cfg.rounds)
 
 
 # ----------------------------------------------------------------------------- the peer loop
@@ -402,7 +434,8 @@ def peer_rounds(grid: Grid, plan: RunPlan, book: Book, node_of_silo: dict[int, i
         k = last + 1
     msgs = [Message(RecordDict({"config": ConfigRecord(base_cfg | {"round": cfg.rounds + 1})}), node_of_silo[s],
                     "evaluate.peer", group_id="peer-final") for s in range(n) if s not in lost]
-    _final_evaluation(book, _exchange(grid, msgs, cfg.round_timeout, grace=2 * cfg.peer_timeout + 5.0), on_round)
+    _final_evaluation(book, _exchange(grid, msgs, cfg.round_timeout, grace=2 * cfg.peer_timeout + 5.0), on_round,
+                      expected=[s for s in range(n) if s not in lost])
     book.checkpoint(cfg.rounds, np.zeros((0, 0), np.float32), lost={str(s): w for s, w in lost.items()})
     if lost:
         book.extra_summary["lost"] = {str(s): lost_round[s] for s in lost}
@@ -457,7 +490,7 @@ def measured_cycle_ms(times: dict[int, dict[int, float]], skip: int = 1) -> floa
 
 # ----------------------------------------------------------------------------- serve
 def serve(grid: Grid, cfg: RunConfig, run_dir: Path, progress: bool = True, resume: bool = False,
-          on_round=None, adapt_strategy=None, min_silos: int | None = None,
+          on_round=None, tolerate_lost: bool = False, min_silos: int | None = None,
           silo_state_dir: Path | None = None, deployed: bool = False,
           peer_links: dict | None = None) -> dict:
     """Run (or resume) a training run on ``grid``; returns the summary dict.
@@ -465,8 +498,10 @@ def serve(grid: Grid, cfg: RunConfig, run_dir: Path, progress: bool = True, resu
     ``on_round(k, outcome, strategy)`` is called after round ``k`` is mixed
     (``k = cfg.rounds + 1`` for the final evaluation, whose ``outcome.train``
     holds the evaluation replies; ``strategy`` is ``None`` on the peer data
-    plane). ``adapt_strategy(strategy)`` is called once on a hub strategy
-    (deployment uses it to mix over the silos that answered). With
+    plane; on the hub ``outcome`` is the round's
+    :class:`~fedsim.strategies.base.RoundResult`). ``tolerate_lost``: wrap the
+    hub strategy in :class:`~fedsim.strategies.tolerance.LostSiloTolerance`
+    (a deployment's silos that stop answering are dropped). With
     ``min_silos``, a round in which fewer silos answered stops the run.
     ``silo_state_dir``: where silos without a ``state-dir`` of their own keep
     the parameters that never leave them (simulation). ``deployed``: the
@@ -481,8 +516,12 @@ def serve(grid: Grid, cfg: RunConfig, run_dir: Path, progress: bool = True, resu
     if plane == "grpc" and not deployed:
         raise FedsimError("the gRPC peer data plane needs a deployment (fedsim deploy); "
                           "in simulation decentralized strategies mix in process")
+    from fedsim.apps.records import check_resumable
     from fedsim.io import atomic_write_text
 
+    if resume:  # before anything is written or any silo is asked
+        shape = None if plane in ("grpc", "mpi") else (plan.n, int(plan.initial_model().size))
+        check_resumable(run_dir, cfg.key(), shape)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.json", cfg.to_json())
     nodes = _wait_for_nodes(grid, plan.n)
@@ -505,9 +544,7 @@ def serve(grid: Grid, cfg: RunConfig, run_dir: Path, progress: bool = True, resu
             directory = peer_directory(peers, plan.n, peer_links)
             peer_rounds(grid, plan, book, node_of_silo, directory, base_cfg, on_round)
         else:
-            strategy = build_strategy(plan, plan.initial_model(), node_of_silo)
-            if adapt_strategy is not None:
-                adapt_strategy(strategy)
+            strategy = build_strategy(plan, plan.initial_model(), node_of_silo, tolerate_lost)
             hub_rounds(grid, plan, book, strategy, base_cfg, on_round, resumed)
     finally:
         book.bar.close()

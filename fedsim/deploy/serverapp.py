@@ -166,11 +166,10 @@ def run_deployed(grid: Grid, run_config: dict) -> dict:
     pgrid = PollingGrid(grid, poll, work / "phases.jsonl")
     holder: dict = {}
 
-    def adapt(strategy) -> None:
-        holder["tol"] = LostSiloTolerance(strategy)
-
     def on_round(k, outcome, strategy) -> None:
-        mixing = getattr(strategy, "last_mixing", None)
+        mixing = getattr(outcome, "mixing", None)  # a hub round's RoundResult
+        if getattr(outcome, "lost", None):
+            holder["lost"] = dict(outcome.lost)
         hub = strategy is not None  # the peer data plane's rounds are not hub phases
         rec = {"round": k, "time": time.time(),
                "phase_s": pgrid.phases[-1]["total_s"] if (hub and pgrid.phases) else None,
@@ -193,8 +192,7 @@ def run_deployed(grid: Grid, run_config: dict) -> dict:
         result.update(status="failed", message=f"{type(exc).__name__}: {exc}")
         raise
     finally:
-        tol = holder.get("tol")
-        result["lost"] = {str(s): r for s, r in (tol.lost.items() if tol else [])}
+        result["lost"] = {str(s): r for s, r in holder.get("lost", {}).items()}
         result["phases"] = len(pgrid.phases)
         atomic_write_text(work / "serverapp.json", json.dumps(result, indent=2, default=str))
     return result

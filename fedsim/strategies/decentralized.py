@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from fedsim.strategies.base import TopologyStrategy
-from fedsim.strategies.mixing import MixingPlan, mix_row
+from fedsim.strategies.mixing import MixingPlan, mix_row, renormalise
 from fedsim.topologies.schedule import Schedule
 
 
@@ -49,7 +49,8 @@ class Decentralized(TopologyStrategy):
     def mixing(self, server_round):
         return self.plan.matrix(server_round)
 
-    def mix_models(self, server_round: int, trained: np.ndarray, answered: np.ndarray) -> np.ndarray:
+    def mix_models(self, server_round: int, trained: np.ndarray, answered: np.ndarray,
+                   n_examples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         new = np.empty_like(self.models)
         for i in range(self.n):
             if not answered[i]:
@@ -59,4 +60,5 @@ class Decentralized(TopologyStrategy):
             arrivals = {j: (self.models[j] if stale else trained[j]) for j, _, stale in row.inbound
                         if answered[j] or stale}
             new[i] = mix_row(row, trained[i], arrivals)
-        return new
+        w, stale = self.mixing(server_round)
+        return new, (w if answered.all() else renormalise(w, answered, stale))

@@ -11,7 +11,9 @@ class FedAvg(TopologyStrategy):
     """Each row of ``W`` is ``n_j / Σ n`` (the silos' training-set sizes)."""
 
     name = "fedavg"
+    weights_by_examples = True
 
-    def mixing(self, server_round):
-        share = self.n_examples / self.n_examples.sum()
+    def mixing(self, server_round, n_examples=None):
+        n_examples = self.n_examples if n_examples is None else n_examples
+        share = n_examples / n_examples.sum()
         return np.tile(share, (self.n, 1)), None
