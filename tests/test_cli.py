@@ -464,3 +464,18 @@ def test_short_runs_get_markers(tmp_path, capsys, figures, rounds, marked):
     code, _, _ = run(capsys, "compare", a, "--out", str(tmp_path / "c.png"))
     assert code == 0
     assert (figures[0].axes[0].lines[0].get_marker() not in (None, "None", "")) == marked
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("mu", float("nan"), "--mu"), ("mu", -0.1, "--mu"), ("seed", -1, "--seed"), ("seed", 2**32, "--seed"),
+    ("base", "hypercube", "base"), ("budget", 1.5, "--budget"), ("budget", float("nan"), "--budget"),
+    ("peer_timeout", float("inf"), "--peer-timeout"), ("rounds", 0, "--rounds"),
+])
+def test_run_config_refuses_what_the_cli_refuses(field, value, needle):
+    """The Python API gets the same checks as the command line."""
+    from fedsim.apps.config import RunConfig
+    from fedsim.errors import FedsimError
+
+    with pytest.raises(FedsimError, match=re.escape(needle)):
+        RunConfig(**{field: value}).validate()
+    RunConfig(**{field: RunConfig.__dataclass_fields__[field].default}).validate()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -103,8 +104,18 @@ class RunConfig:
         check_positive("--budget", self.budget)
         if not 0 <= self.self_weight <= 1:
             raise FedsimError(f"self weight must be in [0, 1], got {self.self_weight}")
-        if self.mu < 0:
-            raise FedsimError(f"--mu must be >= 0, got {self.mu}")
+        if isinstance(self.mu, bool) or not isinstance(self.mu, (int, float)) or not (
+                math.isfinite(self.mu) and self.mu >= 0):
+            raise FedsimError(f"--mu must be a finite number >= 0, got {self.mu!r}")
+        check_int_at_least("--seed", self.seed, 0)
+        if self.seed > 2**32 - 1:
+            raise FedsimError(f"--seed must be an integer in 0..{2**32 - 1} (numpy's seed range), got {self.seed}")
+        from fedsim.topologies import MULTIGRAPH_BASES
+
+        if self.base not in MULTIGRAPH_BASES:
+            raise unknown_name("multigraph base", self.base, MULTIGRAPH_BASES)
+        if self.budget > 1:
+            raise FedsimError(f"--budget (MATCHA communication budget) must be in (0, 1], got {self.budget}")
         if self.compute_ms is not None and self.compute_ms != "measure":
             if isinstance(self.compute_ms, str):
                 raise FedsimError(f"--compute-ms expects a number of ms or 'measure', got {self.compute_ms!r}")
