@@ -22,7 +22,6 @@ import pytest
 
 from fedsim.apps.config import RunConfig
 from fedsim.apps.simulation import run_simulation
-from fedsim.timing.simulate import simulate
 from fedsim.topologies import build_schedule, connectivity
 from fedsim.topologies.delay import DelayProfile
 from fedsim.topologies.networks import load_network
@@ -67,16 +66,44 @@ def _check_received(trace, k: int, w: np.ndarray, stale: np.ndarray | None = Non
     np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-3)
 
 
+def _km(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Haversine great-circle distance (the underlay's km when the GML gives none)."""
+    (la1, lo1), (la2, lo2) = (np.radians(a), np.radians(b))
+    h = np.sin((la2 - la1) / 2) ** 2 + np.cos(la1) * np.cos(la2) * np.sin((lo2 - lo1) / 2) ** 2
+    return float(2 * 6371.0088 * np.arcsin(np.sqrt(h)))
+
+
+PARIS, BRUSSELS, MONTREAL = (48.86, 2.35), (50.85, 4.35), (45.50, -73.57)  # the 3-silo network of conftest
+
+
+def _hand_cycle_ms(cfg: RunConfig, run_dir: Path, topology: str) -> float:
+    """The cycle time of the 3-silo network, derived by hand from the delay model (SPEC-timing §3-4).
+
+    Every underlay path is its direct link (the triangle inequality holds), so
+    h = 1, A = C_core and l(i, j) = 0.0085 km + 4 ms. An arc costs
+    d = Tc + l + max(out·M/C_up, in·M/C_dn, M/A), and with 10 Gbps access and
+    a 1 Gbps core the core term M/A wins for degrees <= 2.
+    ring: the tour 0 -> 2 -> 1 -> 0 is one 3-cycle: tau = (d02 + d21 + d10) / 3.
+    star: every load centrality is 0 (no shortest path has an inner node), so
+    silo 0 (Paris) is the server: 2 (max_i l(0, i) + M/A) + Tc.
+    """
+    prof = json.loads((run_dir / "config.json").read_text())["profile"]
+    tc, m_over_a = prof["compute_ms"] * cfg.local_steps, prof["model_bits"] / 1e9 * 1e3
+    lat = {(0, 1): 0.0085 * _km(PARIS, BRUSSELS) + 4, (1, 2): 0.0085 * _km(BRUSSELS, MONTREAL) + 4,
+           (0, 2): 0.0085 * _km(PARIS, MONTREAL) + 4}
+    if topology == "ring":
+        return sum(tc + lat[e] + m_over_a for e in lat) / 3
+    assert topology == "star"
+    return 2 * (max(lat[(0, 1)], lat[(0, 2)]) + m_over_a) + tc
+
+
 def _check_clock(cfg: RunConfig, run_dir: Path, topology: str) -> None:
-    stored = json.loads((run_dir / "config.json").read_text())["profile"]
-    prof = DelayProfile(**{k: v for k, v in stored.items() if k != "description"})
-    conn = connectivity(load_network(cfg.network))
-    sched = build_schedule(topology, conn, prof, t=cfg.t)
-    expect = simulate(sched, conn, prof, rounds=cfg.rounds, seed=cfg.seed).round_ms
+    """Every round of a static overlay takes its cycle time (derived by hand), and the clock adds them up."""
+    expect = _hand_cycle_ms(cfg, run_dir, topology)
     rows = _rows(run_dir)[1:]
     got = np.array([float(r["sim_round_ms"]) for r in rows])
-    np.testing.assert_allclose(got, expect, rtol=1e-5)
-    np.testing.assert_allclose(float(rows[-1]["sim_cum_ms"]), expect.sum(), rtol=1e-5)
+    np.testing.assert_allclose(got, expect, rtol=1e-6)
+    np.testing.assert_allclose(float(rows[-1]["sim_cum_ms"]), expect * cfg.rounds, rtol=1e-6)
 
 
 def _check_learning(run_dir: Path) -> None:
@@ -123,7 +150,7 @@ def test_matcha_on_ray(net_path, tmp_path):
                 lap[u, v] -= 0.5
                 lap[v, u] -= 0.5
         _check_received(trace, k, np.eye(3) - sched.alpha * lap)
-    _check_clock(cfg, tmp_path / "m", "matcha")
+    # MATCHA's and the multigraph's per-round times are checked against the published table (test_table3).
 
 
 def test_multigraph_on_ray(net_path, tmp_path):
@@ -151,9 +178,7 @@ def test_multigraph_on_ray(net_path, tmp_path):
                     stale[i, u] = True
                     saw_stale = True
         _check_received(trace, k, w, stale)
-    assert saw_isolated
-    _check_clock(cfg, tmp_path / "mg", "multigraph")
-    _ = saw_stale  # stale arrivals need > s_max rounds on some networks; covered in unit tests
+    assert saw_isolated and saw_stale  # the arcs 0->2 and 2->1 come back strong after 4 weak states
 
 
 def test_resume_matches_uninterrupted(net_path, tmp_path):
