@@ -16,7 +16,6 @@ from fedsim.errors import check_int_at_least
 
 
 def cmd_cycle_time(args) -> int:
-    import fedsim.clients  # noqa: F401  (registers the tasks' delay profiles)
     from fedsim.errors import unknown_name
     from fedsim.timing.sweep import SweepConfig, markdown_table, run_sweep, write_csv
     from fedsim.topologies import TOPOLOGIES
