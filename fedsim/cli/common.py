@@ -4,13 +4,21 @@ run summary. One place, so that every command uses the same words."""
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedsim.errors import FedsimError, check_int_at_least, check_positive
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def _path(p) -> Path:
+    """``pathlib.Path``, imported when first needed (pathlib pulls in urllib: ~10 ms of ``fedsim --help``)."""
+    from pathlib import Path
+
+    return Path(p)
 
 # The names users type, listed in --help without importing the registries (numpy, torch...);
 # tests/test_bad_input.py checks that they equal the registries.
@@ -125,7 +133,7 @@ def out_file(*suffixes: str) -> Callable[[str], str]:
     def check(text: str) -> str:
         if not str(text).strip():
             raise argparse.ArgumentTypeError("expects a file name, got ''")
-        path = Path(text).expanduser()
+        path = _path(text).expanduser()
         if suffixes and path.suffix.lower() not in suffixes:
             raise argparse.ArgumentTypeError(f"expects a file ending in {', '.join(suffixes)}, got {text!r}")
         if path.is_dir():
@@ -140,7 +148,7 @@ def out_dir(text: str) -> str:
     """An output folder: not an existing file, a writable folder above it."""
     if not str(text).strip():
         raise argparse.ArgumentTypeError("expects a folder name, got ''")
-    path = Path(text).expanduser()
+    path = _path(text).expanduser()
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder")
     _check_parent(path, text)
@@ -149,21 +157,21 @@ def out_dir(text: str) -> str:
 
 def existing_file(text: str) -> str:
     """An input file that exists."""
-    if not Path(text).expanduser().is_file():
+    if not _path(text).expanduser().is_file():
         raise argparse.ArgumentTypeError(f"no such file: {text!r}")
     return text
 
 
 def existing_dir(text: str) -> str:
     """An input folder that exists."""
-    if not Path(text).expanduser().is_dir():
+    if not _path(text).expanduser().is_dir():
         raise argparse.ArgumentTypeError(f"no such folder: {text!r}")
     return text
 
 
 def refuse_existing(path, flag: str, overwrite: bool) -> None:
     """An output file that exists is replaced only with ``--overwrite``."""
-    if path is not None and Path(path).exists() and not overwrite:
+    if path is not None and _path(path).exists() and not overwrite:
         raise FedsimError(f"{flag} {path} already exists; give another {flag} or --overwrite to replace it")
 
 
@@ -318,12 +326,12 @@ RUN_MARKERS = ("rounds.csv", "checkpoint.npz", "config.json", "summary.json")  #
 
 
 def holds_run(run_dir) -> bool:
-    return any((Path(run_dir) / name).exists() for name in RUN_MARKERS)
+    return any((_path(run_dir) / name).exists() for name in RUN_MARKERS)
 
 
 def resume_dir(path: str):
     """``--resume RUN_DIR``: a run folder with a config and a checkpoint to continue from."""
-    run_dir = Path(path)
+    run_dir = _path(path)
     if not run_dir.is_dir():
         raise FedsimError(f"cannot resume {path}: no such folder")
     if not (run_dir / "checkpoint.npz").exists():
@@ -403,6 +411,8 @@ def split_names(value: str, valid: Sequence[str], kind: str) -> tuple[str, ...]:
 
 
 def task_options(items: list[str] | None) -> dict:
+    import json
+
     out: dict = {}
     for item in items or []:
         key, sep, value = item.partition("=")
