@@ -17,7 +17,6 @@ from fedsim.errors import check_int_at_least
 
 def cmd_cycle_time(args) -> int:
     from fedsim.errors import unknown_name
-    from fedsim.timing.sweep import SweepConfig, markdown_table, run_sweep, write_csv
     from fedsim.topologies import TOPOLOGIES
     from fedsim.topologies.networks import BUILTIN_NETWORKS, load_network
 
@@ -31,21 +30,61 @@ def cmd_cycle_time(args) -> int:
     for t in topologies:
         if t not in TOPOLOGIES:
             raise unknown_name("strategy", t, TOPOLOGIES)
-    overrides = profile_overrides(args)
-    # Resolve profiles here (a task profile is measured once) and ship them to the workers.
-    resolved = {p: resolved_profile(args, p) for p in profiles}
+    from fedsim import api
+
+    out_format = _out_format(args.out)  # a bad --out fails before anything is computed
+    # Resolve profiles here (the flags' own checks; a task profile is measured once), then the API sweeps.
+    resolved = [resolved_profile(args, p) for p in profiles]
     for n in networks:
         load_network(n)
     check_int_at_least("--t", args.t, 1)
-    configs = [SweepConfig(n, p, tuple(sorted(overrides.items())), args.t, args.budget, args.seed,
-                           resolved=resolved[p])
-               for p in profiles for n in networks]
-    rows = run_sweep(configs, topologies, workers=workers, progress=not args.no_progress)
-    print(markdown_table(rows, topologies))
+    df = api.cycle_times(networks, topologies, resolved, t=args.t, budget=args.budget, seed=args.seed,
+                         workers=workers, progress=not args.no_progress)
+    print(api.markdown_table(df))
     if args.out:
-        write_csv(args.out, rows)
-        print(f"\nwrote {len(rows)} rows to {args.out}")
+        _write_table(df, args.out, out_format)
+        print(f"\nwrote {len(df)} rows to {args.out}")
     return 0
+
+
+OUT_SUFFIXES = (".csv", ".md", ".parquet")
+
+
+def _out_format(out: str | None) -> str | None:
+    """The format of ``--out`` from its suffix: csv, md or parquet (parquet needs pyarrow)."""
+    if not out:
+        return None
+    from pathlib import Path
+
+    from fedsim.errors import FedsimError
+
+    suffix = Path(out).suffix.lower()
+    if suffix not in OUT_SUFFIXES:
+        raise FedsimError(f"--out {out}: unknown table format {suffix or '(no suffix)'!r}; accepted suffixes: "
+                          f"{', '.join(OUT_SUFFIXES)}")
+    if suffix == ".parquet":
+        import importlib.util
+
+        if importlib.util.find_spec("pyarrow") is None:
+            raise FedsimError(f"--out {out}: .parquet needs pyarrow (pip install pyarrow); accepted suffixes "
+                              f"without it: .csv, .md")
+    return suffix[1:]
+
+
+def _write_table(df, out: str, fmt: str) -> None:
+    """Write the sweep atomically: CSV with its columns network,profile,topology,cycle_time_ms,silos,detail
+    (topology = the wiring, as always in this file), a Markdown table, or the DataFrame as Parquet."""
+    from fedsim import api
+    from fedsim.io import atomic_write, atomic_write_text
+
+    if fmt == "md":
+        atomic_write_text(out, api.markdown_table(df) + "\n")
+    elif fmt == "parquet":
+        atomic_write(out, lambda tmp: df.to_parquet(tmp, index=False))
+    else:
+        legacy = df.rename(columns={"topology": "network", "strategy": "topology"})
+        legacy = legacy[["network", "profile", "topology", "cycle_time_ms", "silos", "detail"]]
+        atomic_write_text(out, legacy.to_csv(index=False, float_format="%.4f", lineterminator="\n"))
 
 
 def _reproduce_table3(args, workers: int) -> int:
@@ -81,7 +120,7 @@ def add_parser(sub) -> None:
     p.add_argument("--strategies", default="all", help="wirings: comma list or 'all' (default)")
     p.add_argument("--profiles", default="femnist,inaturalist,sent140", help="comma list")
     p.add_argument("--workers", type=int, default=1, help="parallel Ray workers (default 1: sequential)")
-    p.add_argument("--out", help="write the table as CSV here")
+    p.add_argument("--out", help="write the table here: .csv, .md or .parquet (Parquet needs pyarrow)")
     p.add_argument("--reproduce-table3", action="store_true",
                    help="recompute the published table; exit 1 if a cell is out of tolerance")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
