@@ -121,6 +121,82 @@ def test_node_keys_load_with_flowers_loaders(tmp_path):
         keys.generate_node_keys(tmp_path, names=["Paris"])
 
 
+def _fail_on_write(monkeypatch, n: int) -> list:
+    """Make the ``n``-th file write of :mod:`fedsim.deploy.files` raise (returns the names written)."""
+    from fedsim.deploy import files
+
+    real, written = files._write_file, []
+
+    def flaky(path, data, mode):
+        if len(written) + 1 == n:
+            raise OSError(28, "No space left on device")
+        real(path, data, mode)
+        written.append(path.name)
+
+    monkeypatch.setattr(files, "_write_file", flaky)
+    return written
+
+
+def _tree(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("n", [1, 4, 6])
+def test_keys_are_written_all_or_nothing(tmp_path, monkeypatch, n):
+    out = tmp_path / "keys"
+    written = _fail_on_write(monkeypatch, n)
+    with pytest.raises(OSError, match="No space"):
+        keys.generate_node_keys(out, names=["a", "b", "c"])
+    assert len(written) == n - 1
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # no folder, no temporary folder
+
+    # into a folder that already holds files: those stay as they were
+    monkeypatch.undo()
+    old = keys.generate_node_keys(out, names=["a", "z"])
+    before = _tree(out)
+    _fail_on_write(monkeypatch, n)
+    with pytest.raises(OSError, match="No space"):
+        keys.generate_node_keys(out, names=["a", "b", "c"], overwrite=True)
+    assert _tree(out) == before and [p.name for p in tmp_path.iterdir()] == ["keys"]
+    assert keys.public_key_matches(old[0].private, old[0].public)
+
+
+def test_keys_fail_on_a_read_only_target_and_leave_nothing(tmp_path):
+    out = tmp_path / "keys"
+    keys.generate_node_keys(out, names=["a"])
+    before = _tree(out)
+    out.chmod(0o555)
+    try:
+        if os.access(out, os.W_OK):
+            pytest.skip("running as a user who may write into read-only folders")
+        with pytest.raises(OSError):
+            keys.generate_node_keys(out, names=["a", "b"], overwrite=True)
+    finally:
+        out.chmod(0o755)
+    assert _tree(out) == before and [p.name for p in tmp_path.iterdir()] == ["keys"]
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_certificates_are_written_all_or_nothing(tmp_path, monkeypatch, n):
+    out = tmp_path / "certs"
+    _fail_on_write(monkeypatch, n)
+    with pytest.raises(OSError, match="No space"):
+        certs.generate_certificates(out)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    certs.generate_certificates(out)
+    certs.generate_silo_certificates(out, ["p", "q"])
+    before = _tree(out)
+    _fail_on_write(monkeypatch, n)
+    with pytest.raises(OSError, match="No space"):
+        certs.generate_certificates(out, overwrite=True)
+    with pytest.raises(OSError, match="No space"):
+        certs.generate_silo_certificates(out, ["p", "q", "r"], overwrite=True)
+    assert _tree(out) == before and [p.name for p in tmp_path.iterdir()] == ["certs"]
+    assert sorted(p.name for p in (out / "silos").iterdir()) == ["silo-0.key", "silo-0.pem", "silo-1.key",
+                                                                 "silo-1.pem"]
+
+
 # ----------------------------------------------------------------------------- command lines
 def test_command_lines_secure_by_default():
     sl = commands.superlink_command(port=9092, ca_cert="c/ca.crt", server_cert="c/server.pem",
@@ -221,6 +297,41 @@ def test_app_folder_round_trips_the_run_config(tmp_path):
     assert flwr_conf["superlink"]["default"] == "a"
     assert flwr_conf["superlink"]["a"]["root-certificates"] == str(tmp_path / "ca.crt")
     assert flwr_conf["superlink"]["b"] == {"address": "127.0.0.1:2", "insecure": True}
+
+
+# ----------------------------------------------------------------------------- flwr run . (Flower App)
+@pytest.mark.slow  # starts flower-superlink --help (seconds of imports)
+def test_flwr_app_configuration_is_what_flower_reads(tmp_path, net_path, monkeypatch):
+    """`python -m fedsim.deploy.flwrapp` (the README's Flower-App way): the federation has one
+    SuperNode per silo, the local SuperLink installs nothing, `flwr run` follows the run to its end."""
+    import subprocess
+
+    from flwr.cli.flower_config import read_superlink_connection
+    from flwr.common.config import parse_config_args
+    from flwr.supercore.utils import simulation_config_from_json
+
+    from fedsim.deploy import flwrapp
+
+    cmd = flwrapp.flwr_command(".", net_path, ["--run-config", "rounds=2"], cpus=2)
+    assert cmd[1:5] == ["run", ".", "fedsim-sim", "--stream"]  # --stream: a failure ends flwr run
+    fed = cmd[cmd.index("--federation-config") + 1]
+    parsed = {k.replace("-", "_"): v for k, v in parse_config_args([fed]).items()}
+    sim = simulation_config_from_json(parsed)
+    assert sim.num_supernodes == 3 and sim.init_args_num_cpus == 2  # the 3 silos of the test network
+    assert parse_config_args([cmd[cmd.index("--run-config") + 1]]) == {"network": net_path}
+    home = tmp_path / "home"
+    (home).mkdir()
+    (home / "config.toml").write_text('[superlink]\ndefault = "mine"\n[superlink.mine]\naddress = "h:1"\n'
+                                      'insecure = true\n')
+    flwrapp.write_connection(home)
+    monkeypatch.setenv("FLWR_HOME", str(home))
+    assert read_superlink_connection("fedsim-sim").address == ":local-in-memory:"
+    assert read_superlink_connection(None).name == "mine"  # the user's default and connection are kept
+    # the local SuperLink `flwr` starts inherits this environment: runtime installation off
+    help_text = subprocess.run([commands._bin("flower-superlink"), "--help"], capture_output=True, text=True,
+                               env=os.environ | flwrapp.ENV, timeout=60).stdout
+    assert "runtime dependency installation is disabled" in " ".join(help_text.split())
+    assert flwrapp.ENV["FLWR_TELEMETRY_ENABLED"] == "0"
 
 
 # ----------------------------------------------------------------------------- renormalised mixing
@@ -453,12 +564,45 @@ def test_unregistered_supernode_is_refused(cluster):
 
     before = {n["node_id"] for n in cluster.client.node_status()}
     key = keys.write_node_key(cluster.workspace / "keys", "intruder", overwrite=True)
-    node = SiloNode(0, "intruder", key, free_port(), cluster.address)
+    node = SiloNode(0, "intruder", key, free_port(), cluster.fleet_address)
     proc = cluster.start_node(node, name="intruder", max_wait_time=20)
     assert proc.wait(timeout=120) != 0
     assert "Failed to activate SuperNode" in cluster.procs.log("intruder").read_text()
     assert "No SuperNode found with the given public key" in cluster.procs.log("superlink").read_text()
     assert {n["node_id"] for n in cluster.client.node_status()} == before
+
+
+@pytest.mark.slow
+def test_public_address_refuses_control_requests_operator_keeps_them(cluster, net_path, tmp_path):
+    """Someone who reaches the address SuperNodes dial and holds the CA certificate cannot register a
+    key, list nodes or submit a run there; the operator (the SuperLink's own loopback port) can."""
+    import subprocess
+
+    from fedsim.deploy import appdir
+    from fedsim.deploy.local import SuperLinkClient
+
+    assert cluster.gateway and cluster.fleet_port != cluster.port
+    nodes = {n["node_id"] for n in cluster.client.node_status()}  # the operator lists them
+    assert len(nodes) == 3
+    outsider = SuperLinkClient(cluster.fleet_address, cluster.cert_paths.ca_cert, False, cluster.env)
+    with pytest.raises(Exception, match="403"):
+        outsider.node_status()
+    outsider.close()
+    home = tmp_path / "outsider-home"  # the outsider's own flwr configuration: the public address + CA
+    appdir.write_connection(home, "public", cluster.fleet_address, root_cert=cluster.cert_paths.ca_cert)
+    env = cluster.run_env | {"FLWR_HOME": str(home)}
+    key = keys.write_node_key(tmp_path / "k", "outsider")
+    app = appdir.write_app(tmp_path / "app", RunConfig(network=net_path, strategy="ring", rounds=1),
+                           tmp_path / "out", poll_s=0.05)
+    for cmd in (commands.register_command(key.public, "public"), commands.run_command(app, "public")):
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        said = res.stdout + res.stderr
+        assert "403" in said or "Forbidden" in said, said
+    refused = cluster.procs.log("gateway").read_text()
+    for route in ("list-nodes", "/v1/control/"):
+        assert route in refused
+    assert {n["node_id"] for n in cluster.client.node_status()} == nodes  # no key was registered
+    assert not (tmp_path / "out").exists()  # no ServerApp ran
 
 
 @pytest.mark.slow
@@ -468,7 +612,7 @@ def test_clients_without_the_ca_are_refused(cluster):
 
     # Flower's own command with TLS on (no --insecure) but no --root-certificates: only the
     # system's CAs (fedsim's command builder refuses to write this line at all).
-    cmd = [commands._bin("flower-supernode"), "--superlink", cluster.address, "--node-config",
+    cmd = [commands._bin("flower-supernode"), "--superlink", cluster.fleet_address, "--node-config",
            commands.node_config(1, 3), "--port", str(free_port()), "--max-wait-time", "8"]
     with pytest.raises(FedsimError, match="CA certificate"):
         commands.supernode_command(superlink=cluster.address, silo=1, n_silos=3)
