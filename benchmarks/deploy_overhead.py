@@ -27,6 +27,11 @@ Usage::
 
     python benchmarks/deploy_overhead.py                 # the recorded run
     python benchmarks/deploy_overhead.py --presets fedsim --rounds 3
+    python benchmarks/deploy_overhead.py --presets fedsim,fedsim/direct   # gateway vs none
+
+Every preset runs with SuperNodes behind the Fleet-only gateway
+(:mod:`fedsim.deploy.gateway`, the default of ``fedsim deploy local``);
+``NAME/direct`` lets them dial the SuperLink's own port instead.
 
 Writes ``OUT/deploy_overhead.json`` (default OUT: /tmp/fedsim-deploy-overhead).
 """
@@ -97,15 +102,19 @@ def clientapp_compute(network: str, cfg, repeats: int = 5) -> dict[str, float]:
     return out
 
 
-def run_preset(name: str, network: str, rounds: int, out: Path, compute: dict) -> dict:
+def run_preset(spec: str, network: str, rounds: int, out: Path, compute: dict) -> dict:
+    """``spec``: a preset name, ``NAME/direct`` for SuperNodes dialling the SuperLink's own port
+    (no Fleet-only gateway in front of it; the default is the gateway)."""
+    name, _, how = spec.partition("/")
     from fedsim.apps.config import RunConfig
     from fedsim.deploy.local import Speed, run_local
 
     cfg = RunConfig(network=network, strategy="fedavg", task="digits", rounds=rounds, seed=0,
                     compute_ms=2.0, task_options={"lr": 0.3}, checkpoint_every=rounds, round_timeout=300)
-    run_dir = out / name
+    run_dir = out / spec.replace("/", "-")
     t0 = time.perf_counter()
-    outcome = run_local(cfg, run_dir, speed=Speed.preset(name), verbose=False, timeout=3600)
+    outcome = run_local(cfg, run_dir, speed=Speed.preset(name), verbose=False, timeout=3600,
+                        gateway=how != "direct")
     wall = time.perf_counter() - t0
     phases = [json.loads(x) for x in (run_dir / "deploy" / "phases.jsonl").read_text().splitlines()]
     deploy = json.loads((run_dir / "deploy" / "deploy.json").read_text())
@@ -117,7 +126,7 @@ def run_preset(name: str, network: str, rounds: int, out: Path, compute: dict) -
                      "replies": p["replies"]})
     work = [r for r in rows if r["type"] in ("train", "evaluate")]
     ov = [r["overhead_s"] for r in work]
-    return {"preset": name, "status": outcome.get("serverapp", {}).get("status"), "phases": rows,
+    return {"preset": spec, "gateway": how != "direct", "status": outcome.get("serverapp", {}).get("status"), "phases": rows,
             "overhead_median_s": statistics.median(ov), "overhead_mean_s": statistics.fmean(ov),
             "overhead_max_s": max(ov), "query_s": next(r["total_s"] for r in rows if r["type"] == "query"),
             "timings": deploy["timings"], "run_wall_s": wall, "leftover_pids": outcome.get("leftover_pids"),

@@ -558,10 +558,11 @@ class LocalCluster:
 
 def run_local(cfg: RunConfig, out: Path, *, insecure: bool = False, auth: bool = True,
               speed: Speed | None = None, min_silos: int = 0, timeout: float = 3600,
-              verbose: bool = True, resume: bool = False) -> dict:
+              verbose: bool = True, resume: bool = False, gateway: bool = True) -> dict:
     """Start a local deployment, run ``cfg`` on it, tear it down; returns the outcome.
 
-    ``resume``: continue the run in ``out`` from its last checkpoint.
+    ``resume``: continue the run in ``out`` from its last checkpoint. ``gateway``: SuperNodes
+    dial the Fleet-only gateway (default) instead of the SuperLink's own port.
     """
     from fedsim.deploy.serverapp import prepare_resume
 
@@ -577,7 +578,7 @@ def run_local(cfg: RunConfig, out: Path, *, insecure: bool = False, auth: bool =
     cluster = None
     try:
         cluster = LocalCluster(out / "deploy", cfg.network, cfg.task, insecure=insecure, auth=auth,
-                               speed=speed or Speed(), verbose=verbose)
+                               speed=speed or Speed(), verbose=verbose, gateway=gateway)
         cluster.start()
         skip = prepare_resume(out) if resume else 0
         run_id = cluster.submit(cfg, out, min_silos, resume=resume)
