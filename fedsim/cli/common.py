@@ -372,6 +372,9 @@ def print_summary(s: dict, wall: str = "real") -> None:
         print(line)
 
 
+MAX_TRANSFER_MS = 1e12  # one model over one link in more than ~30 years: a capacity typed wrong, not a network
+
+
 def resolved_profile(args, name: str):
     """The delay profile ``name`` with the command line's overrides and calibration."""
     from fedsim.timing.calibration import deployment_profile
@@ -384,9 +387,11 @@ def resolved_profile(args, name: str):
         prof = deployment_profile(prof, local, trips)
     for flag, bps in (("--upload-bps", prof.upload_bps), ("--download-bps", prof.download_bps),
                       ("--core-bps", prof.core_bps)):
-        if not math.isfinite(prof.model_bits / bps * 1e3):
-            raise FedsimError(f"{flag} {bps:g} gives an infinite transfer time for the {prof.name} model "
-                              f"({prof.model_bits:g} bit); give a larger capacity")
+        ms = prof.model_bits / bps * 1e3
+        if not ms < MAX_TRANSFER_MS:  # also inf and nan
+            raise FedsimError(f"{flag} {bps:g} gives a transfer time of {ms:.3g} ms for one {prof.name} model "
+                              f"({prof.model_bits:g} bit); give at least {prof.model_bits * 1e3 / MAX_TRANSFER_MS:.3g} "
+                              "bit/s")
     return prof
 
 

@@ -43,6 +43,9 @@ def _new_run_dir(args):
                           round_timeout=args.round_timeout, workers=args.workers,
                           inject_fault=args.inject_fault)
     check_fault(cfg.inject_fault, args.silos or net.n_silos, cfg.rounds)
+    if args.workers > (args.silos or net.n_silos):  # more ClientApp actors than silos only cost memory
+        raise FedsimError(f"--workers must be within 0..{args.silos or net.n_silos} (one actor per silo at most), "
+                          f"got {args.workers}")
     check_task_options(cfg.task, cfg.task_options, args.silos or net.n_silos)
     if holds_run(run_dir) and not args.overwrite:
         raise FedsimError(f"{run_dir} already holds a run; use --resume {run_dir}, another --out, or --overwrite")
