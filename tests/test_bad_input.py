@@ -62,6 +62,7 @@ def work(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     (tmp_path / "ca.crt").write_text("not a certificate")
     _write_run(tmp_path / "oldrun", "accuracy")  # a run without a checkpoint
+    _write_run(tmp_path / "ckrun", "accuracy", checkpoint=True)  # one with a checkpoint
     _write_run(tmp_path / "acc" / "r", "accuracy")
     _write_run(tmp_path / "err" / "r", "rmse")
     (tmp_path / "garbage").mkdir()
@@ -233,6 +234,9 @@ CASES = [
     (["run", "--resume", "oldrun"], "--overwrite"),
     (["run", "--resume", "missing"], "missing"),
     (["run", "--resume", "oldrun", "--overwrite"], "--overwrite"),
+    (["run", "--resume", "ckrun", "--alpha", "0.5"], "--alpha"),
+    (["run", "--resume", "ckrun", "--strategy", "ring", "--seed", "3"], "--strategy, --seed"),
+    (["run", "--resume", "ckrun", "--topology", "nws"], "--topology"),
     (["run", "--topology", "atlantis"], "atlantis"),
     (["run", "--rounds", "2"], "--topology"),
     (R + ["--network", "nws"], "--network"),
@@ -341,6 +345,8 @@ CASES = [
     (DL + ["--silos", "3", "--rounds", "0"], "--rounds"),
     (DL + ["--round-timeout=-1"], "--round-timeout"),
     (DL + ["--resume", "oldrun"], "--overwrite"),
+    (DL + ["--resume", "ckrun", "--task", "cdl"], "--task"),
+    (["deploy", "run", "--superlink", "127.0.0.1:9093", "--insecure", "--resume", "ckrun", "--mu", "0.1"], "--mu"),
 ]
 
 

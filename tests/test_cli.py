@@ -479,3 +479,16 @@ def test_run_config_refuses_what_the_cli_refuses(field, value, needle):
     with pytest.raises(FedsimError, match=re.escape(needle)):
         RunConfig(**{field: value}).validate()
     RunConfig(**{field: RunConfig.__dataclass_fields__[field].default}).validate()
+
+
+@pytest.mark.parametrize("argv", [["run"], ["deploy", "run", "--superlink", "h:1"], ["deploy", "local"]])
+def test_the_flags_resume_refuses_default_as_the_parser_does(argv):
+    """--resume refuses a run-defining flag given with a value other than its default: the table of
+    defaults it compares with is the parser's."""
+    from fedsim.cli import build_parser
+    from fedsim.cli.common import RESUME_FIXED
+
+    args = vars(build_parser().parse_args(argv))
+    for name, default in RESUME_FIXED.items():
+        if name in args:
+            assert args[name] == default, name

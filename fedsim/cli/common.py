@@ -340,8 +340,27 @@ def resume_dir(path: str):
     return run_dir
 
 
+# What a new run's flags default to: with --resume the run's own config.json decides these, so a flag given
+# with another value would be ignored; it is refused instead (tests check these against the parser).
+RESUME_FIXED = {"strategy": "multigraph", "task": "digits", "local_steps": 1, "seed": 0, "t": 5, "base": "ring",
+                "budget": 0.5, "mu": 0.01, "alpha": None, "lr": None, "task_option": None, "checkpoint_every": 10,
+                "compute_ms": None, "data_plane": "auto", "sync_every": None, "peer_timeout": 60.0,
+                "topology": None, "network": None, "out": None, "silos": None, "inject_fault": None}
+
+
+def refuse_flags_with_resume(args) -> None:
+    """``--resume`` continues a run as it was configured: a flag that would change it is an error."""
+    given = [name for name, default in RESUME_FIXED.items()
+             if hasattr(args, name) and getattr(args, name) != default]
+    if given:
+        flags = ", ".join("--" + g.replace("_", "-") for g in given)
+        raise FedsimError(f"--resume continues the run as configured in its config.json; drop {flags} "
+                          "(only --rounds and how it runs may change)")
+
+
 def resumed_config(args, run_dir):
     """The configuration of the run in ``run_dir`` for ``--resume`` (``--rounds`` extends it)."""
+    refuse_flags_with_resume(args)
     from fedsim.apps.config import RunConfig
 
     cfg = RunConfig.of_run(run_dir)
