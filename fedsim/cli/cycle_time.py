@@ -5,10 +5,16 @@ from __future__ import annotations
 import sys
 
 from fedsim.cli.common import (
+    NETWORK_NAMES,
+    PROFILE_NAMES,
+    WIRING_NAMES,
     add_design_flags,
     add_profile_flags,
+    int_in,
     not_a_strategy,
+    out_file,
     profile_overrides,
+    refuse_existing,
     resolved_profile,
     split_names,
 )
@@ -21,6 +27,7 @@ def cmd_cycle_time(args) -> int:
     from fedsim.topologies.networks import BUILTIN_NETWORKS, load_network
 
     workers = check_int_at_least("--workers", args.workers, 1)
+    refuse_existing(args.out, "--out", args.overwrite)
     if args.reproduce_table3:
         return _reproduce_table3(args, workers)
     not_a_strategy(args.networks, "--topologies")
@@ -116,11 +123,15 @@ def _reproduce_table3(args, workers: int) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("cycle-time", help="sweep cycle times over topologies (networks) x strategies x profiles")
     p.add_argument("--topologies", "--networks", dest="networks", default="all",
-                   help="networks: comma list or 'all' (default)")
-    p.add_argument("--strategies", default="all", help="wirings: comma list or 'all' (default)")
-    p.add_argument("--profiles", default="femnist,inaturalist,sent140", help="comma list")
-    p.add_argument("--workers", type=int, default=1, help="parallel Ray workers (default 1: sequential)")
-    p.add_argument("--out", help="write the table here: .csv, .md or .parquet (Parquet needs pyarrow)")
+                   help=f"networks: comma list of {', '.join(NETWORK_NAMES)}, or 'all' (default)")
+    p.add_argument("--strategies", default="all",
+                   help=f"wirings: comma list of {', '.join(WIRING_NAMES)}, or 'all' (default)")
+    p.add_argument("--profiles", default="femnist,inaturalist,sent140",
+                   help=f"delay profiles, comma list of: {', '.join(PROFILE_NAMES)} (default %(default)s)")
+    p.add_argument("--workers", type=int_in(1), default=1, help="parallel Ray workers (default 1: sequential)")
+    p.add_argument("--out", type=out_file(*OUT_SUFFIXES),
+                   help="write the table here: .csv, .md or .parquet (Parquet needs pyarrow)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--reproduce-table3", action="store_true",
                    help="recompute the published table; exit 1 if a cell is out of tolerance")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
