@@ -371,8 +371,8 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(work, capsys, argv, nee
 def test_there_are_enough_cases_over_every_command():
     assert len(CASES) >= 120
     words = {a[0] if a[0] != "deploy" else " ".join(a[:2]) for a, _ in CASES if a}
-    for cmd in ("networks", "topology", "cycle-time", "run", "compare", "retrieve", "advise", "deploy certs", "deploy keys",
-                "deploy superlink", "deploy supernode", "deploy run", "deploy local"):
+    for cmd in ("networks", "topology", "cycle-time", "run", "compare", "retrieve", "advise", "deploy certs",
+                "deploy keys", "deploy superlink", "deploy supernode", "deploy run", "deploy local"):
         assert cmd in words, cmd
 
 

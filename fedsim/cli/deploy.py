@@ -387,7 +387,8 @@ def cmd_local(args) -> int:
 
 # ----------------------------------------------------------------- parser
 def _add_tls_client(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--root-certificates", type=existing_file, metavar="CA.crt", help="CA certificate that signed the SuperLink's")
+    p.add_argument("--root-certificates", type=existing_file, metavar="CA.crt",
+                   help="CA certificate that signed the SuperLink's")
     p.add_argument("--insecure", action="store_true", help="no TLS (prints a warning; not for real data)")
 
 
@@ -485,9 +486,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--peer-address", type=host_port, metavar="HOST:PORT",
                    help="where the other silos reach this silo's peer server (default: this host's name and "
                         "--peer-port)")
-    g.add_argument("--peer-listen", type=host_port, metavar="HOST:PORT", help="address the peer server binds (default 0.0.0.0:PORT)")
-    g.add_argument("--peer-cert", type=existing_file, help="this silo's peer certificate (OUT/silos/silo-N.pem of `fedsim deploy "
-                                       "certs --topology`); the CA is --root-certificates")
+    g.add_argument("--peer-listen", type=host_port, metavar="HOST:PORT",
+                   help="address the peer server binds (default 0.0.0.0:PORT)")
+    g.add_argument("--peer-cert", type=existing_file,
+                   help="this silo's peer certificate (OUT/silos/silo-N.pem of `fedsim deploy "
+                        "certs --topology`); the CA is --root-certificates")
     g.add_argument("--peer-key", type=existing_file, help="its private key (OUT/silos/silo-N.key)")
     p.add_argument("--dry-run", action="store_true", help="print the command only")
     p.set_defaults(func=cmd_supernode)
