@@ -229,17 +229,21 @@ def dirichlet_partition(labels: np.ndarray, n_silos: int, alpha: float, seed: in
         raise FedsimError(f"{len(labels)} samples can serve at most {len(labels) // min_size} silos with "
                           f"min_size={min_size}, got {n_silos} silos")
     rng = np.random.default_rng(seed)
-    classes = np.unique(labels)
+    members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     for _ in range(100):
-        parts: list[list[int]] = [[] for _ in range(n_silos)]
-        for c in classes:
-            idx = rng.permutation(np.flatnonzero(labels == c))
+        draws, sizes = [], np.zeros(n_silos, np.int64)
+        for m in members:
+            idx = rng.permutation(m)
             cuts = (np.cumsum(rng.dirichlet(np.full(n_silos, alpha))) * len(idx)).astype(int)[:-1]
-            for silo, chunk in enumerate(np.split(idx, cuts)):
-                parts[silo].extend(chunk.tolist())
-        if min(len(p) for p in parts) >= min_size:
+            draws.append((idx, cuts))
+            sizes += np.diff(np.concatenate([[0], cuts, [len(idx)]]))
+        if sizes.min() >= min_size:
             break
-    else:
+    parts: list[list[int]] = [[] for _ in range(n_silos)]
+    for idx, cuts in draws:
+        for silo, chunk in enumerate(np.split(idx, cuts)):
+            parts[silo].extend(chunk.tolist())
+    if sizes.min() < min_size:
         sizes = np.array([len(p) for p in parts])
         for silo in np.flatnonzero(sizes < min_size):
             while len(parts[silo]) < min_size:

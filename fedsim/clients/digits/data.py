@@ -29,10 +29,16 @@ def silo_split(silo: int, n_silos: int, seed: int, alpha: float, test_fraction: 
     >>> d.n_train + len(d.y_test) >= 4
     True
     """
-    x, y = load()
-    parts = dirichlet_partition(y, n_silos, alpha, seed, min_size=min_size)
-    idx = np.random.default_rng([seed, silo]).permutation(parts[silo])
+    x, _ = load()
+    idx = np.random.default_rng([seed, silo]).permutation(_parts(n_silos, seed, alpha, min_size)[silo])
     n_test = max(1, int(round(len(idx) * test_fraction)))
     te, tr = idx[:n_test], idx[n_test:]
+    y = load()[1]
     t = torch.from_numpy
     return SiloData(t(x[tr]), t(y[tr]), t(x[te]), t(y[te]))
+
+
+@lru_cache(maxsize=4)
+def _parts(n_silos: int, seed: int, alpha: float, min_size: int) -> tuple[np.ndarray, ...]:
+    """The split of all silos, computed once per process (every silo of a simulation asks for it)."""
+    return tuple(dirichlet_partition(load()[1], n_silos, alpha, seed, min_size=min_size))
