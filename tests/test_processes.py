@@ -305,3 +305,47 @@ def test_serverapp_json_keeps_the_outcome_the_serverapp_recorded(tmp_path):
     (tmp_path / "deploy" / "serverapp.json").write_text('{"status": "completed", "summary": {}}')
     assert client.follow(1, tmp_path, rounds=3, timeout=5)["serverapp"]["status"] == "completed"
     assert read(tmp_path / "deploy" / "serverapp.json") == {"status": "completed", "summary": {}}
+
+
+@pytest.mark.slow
+def test_deploy_superlink_runs_the_superlink_on_loopback_and_the_gateway_outside(tmp_path):
+    """`fedsim deploy superlink`: the SuperLink's own port on 127.0.0.1, the gateway on --host; both
+    end when the command is Ctrl-C'd (exit 130), and when it is killed (the watchdog)."""
+    from fedsim.deploy import certs
+    from fedsim.deploy.procs import listening_port
+
+    certs.generate_certificates(tmp_path / "certs")
+    for how in ("SIGINT", "SIGKILL"):
+        fleet = listening_port()
+        control = listening_port(taken={fleet})
+        cmd = [sys.executable, "-m", "fedsim.cli", "deploy", "superlink", "--certs", str(tmp_path / "certs"),
+               "--host", "0.0.0.0", "--port", str(fleet), "--control-port", str(control),
+               "--flwr-home", str(tmp_path / "home")]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=os.environ | ENV, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120
+            listen: list = []
+            while time.monotonic() < deadline and proc.poll() is None:
+                tree = psutil.Process(proc.pid).children(recursive=True)
+                listen = _listening([p.pid for p in tree])
+                if {port for _, _, port in listen} >= {fleet, control}:
+                    break
+                time.sleep(0.2)
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            by_port = {port: ip for _, ip, port in listen}
+            assert _loopback(by_port[control]) and not _loopback(by_port[fleet]), listen
+            tree = psutil.Process(proc.pid).children(recursive=True)
+            if how == "SIGINT":
+                os.killpg(proc.pid, signal.SIGINT)
+                _, err = proc.communicate(timeout=30)
+                assert proc.returncode == 130, err[-2000:]
+                assert "serves the Fleet API only" in err
+            else:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        assert _gone([p.pid for p in tree]) == [], how
