@@ -128,6 +128,13 @@ def test_engine_targets(flower):
     from flwr.app import Metadata
 
     assert isinstance(inspect.getattr_static(Metadata, "reply_to_message_id"), property)
+    # take_instructions: the store, its lock, Flower's validity check and the delivered mark it relies on
+    assert [p[0] for p in params(flower.InMemoryLinkState._check_stored_messages)] == ["self", "message_ids", "run_id"]
+    get_source = inspect.getsource(flower.InMemoryLinkState.get_message_ins)
+    for word in ("self.message_ins_store", "self.lock", "_check_stored_messages", "delivered_at == \"\"",
+                 "delivered_at = delivered_at", "now().isoformat()"):
+        assert word in get_source, word
+    assert isinstance(inspect.getattr_static(Metadata, "delivered_at"), property)
 
 
 def test_supernode_targets(flower):
@@ -205,6 +212,40 @@ def test_fast_engine_poll_is_applied_once(pristine):
     assert second == first
     assert all(p is not o for p, o in zip(first, originals))
     assert tuple(p.__wrapped__ for p in second) == originals  # one layer
+
+
+def test_take_instructions_one_pass(task_identity):
+    """All nodes' undelivered instructions in store order, each once, after Flower's validity check.
+
+    The state is a stand-in with the three members ``take_instructions`` uses
+    (their presence on Flower's InMemoryLinkState is checked above); every
+    Simulation Engine test runs it against the real one.
+    """
+    import threading
+
+    from flwr.app import ConfigRecord, Message, RecordDict
+
+    class State:
+        def __init__(self):
+            self.lock = threading.RLock()
+            self.message_ins_store = {}
+            self.checked = []
+
+        def _check_stored_messages(self, ids, run_id=None):  # Flower drops expired ones here
+            self.checked.append(set(ids))
+            self.message_ins_store.pop("expired", None)
+
+    state = State()
+    for k in range(2):
+        for nd in (11, 12, 13, 14):
+            state.message_ins_store[f"m{k}{nd}"] = Message(RecordDict({"config": ConfigRecord({"k": k})}), nd, "train")
+    state.message_ins_store["expired"] = Message(RecordDict({"config": ConfigRecord({})}), 11, "train")
+    taken = flower_compat.take_instructions(state, {11, 12, 13})
+    assert [m.metadata.dst_node_id for m in taken] == [11, 12, 13, 11, 12, 13]
+    assert [m.content["config"]["k"] for m in taken] == [0, 0, 0, 1, 1, 1]
+    assert "expired" in state.checked[0] and all(m.metadata.delivered_at for m in taken)
+    assert flower_compat.take_instructions(state, {11, 12, 13}) == []  # delivered once
+    assert [m.metadata.delivered_at for k, m in state.message_ins_store.items() if k.endswith("14")] == ["", ""]
 
 
 def test_reply_wakes_send_and_receive_before_its_poll(pristine, monkeypatch):

@@ -29,11 +29,13 @@ def resolve_profile(cfg: RunConfig, task):
     from fedsim.topologies.delay import DelayProfile
 
     if cfg.profile is None:
-        measure = cfg.compute_ms == "measure"
-        prof = task.profile(measure=measure)
-        if cfg.compute_ms is not None and not measure:
-            prof = replace(prof.with_overrides(compute_ms=float(cfg.compute_ms)),
-                           description=prof.description.split(", ")[0] + f", step fixed at {cfg.compute_ms:g} ms")
+        if cfg.compute_ms is not None and cfg.compute_ms != "measure":  # fixed: nothing to measure
+            n_values = task.exchanged_values()
+            prof = DelayProfile(task.name, 32.0 * n_values, float(cfg.compute_ms),
+                                description=f"{task.name} task: {n_values} exchanged values, step fixed at "
+                                            f"{cfg.compute_ms:g} ms")
+        else:
+            prof = task.profile(measure=cfg.compute_ms == "measure")
         cfg.profile = asdict(prof)
     prof = DelayProfile(**{k: v for k, v in cfg.profile.items() if k != "description"})
     return prof.with_overrides(local_steps=cfg.local_steps)
