@@ -362,8 +362,14 @@ def resumed_config(args, run_dir):
     """The configuration of the run in ``run_dir`` for ``--resume`` (``--rounds`` extends it)."""
     refuse_flags_with_resume(args)
     from fedsim.apps.config import RunConfig
+    from fedsim.apps.records import check_resumable
 
     cfg = RunConfig.of_run(run_dir)
+    try:
+        cfg.validate()
+    except (TypeError, ValueError) as exc:  # a config.json edited by hand
+        raise FedsimError(f"cannot resume {run_dir}: its config.json is not a valid run configuration ({exc})") from None
+    check_resumable(run_dir, cfg.key())  # before any process starts
     if args.rounds is not None:
         cfg.rounds = check_int_at_least("--rounds", args.rounds, 1)
     return cfg
