@@ -105,8 +105,8 @@ class Watchdog:
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
         # the watchdog says "ready" once it has recorded what existed before it (not ours)
-        select.select([self.proc.stdout], [], [], 10)
-        self.proc.stdout.readline()
+        if select.select([self.proc.stdout], [], [], 30)[0]:
+            self.proc.stdout.readline()
         self._old_tag = os.environ.get(TAG_ENV)
         os.environ[TAG_ENV] = self.tag
         return self
