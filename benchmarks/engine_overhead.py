@@ -14,7 +14,7 @@ What is compared, per round, for the same silos of one network (default: Gaia,
 * ``fedsim`` - :func:`fedsim.apps.simulation.run_simulation` (what ``fedsim run``
   calls): the real ServerApp and ClientApp on Flower's Simulation Engine (Ray).
   Per-round time is the ``wall_s`` column of ``rounds.csv`` (``send_and_receive``
-  plus the strategy's ``aggregate_train``).
+  plus the strategy's ``aggregate``).
 * ``inproc`` (breakdown only) - the same ServerApp round loop
   (:func:`fedsim.apps.server_app.serve`) and the same ClientApp object, but
   driven by a synchronous in-process Grid: no Ray, no threads, no polling, no
@@ -31,7 +31,7 @@ its mean test accuracy per round must match ``rounds.csv`` (checked, printed).
 The breakdown of a ``fedsim`` round comes from timestamps taken in this
 (driver) process around Flower's ``RayBackend.process_message`` (one Ray actor
 call per message), ``InMemoryGrid.send_and_receive`` and the strategy's
-``aggregate_train``, plus Ray's own task timeline for the actor side
+``aggregate`` (checking and mixing the replies), plus Ray's own task timeline for the actor side
 (argument deserialisation, ClientApp execution, storing the reply). A
 no-op Ray actor call with the same payload gives the transport floor.
 
@@ -217,9 +217,9 @@ class EngineProbe:
             probe.sr.append((t0, time.perf_counter()))
             return out
 
-        agg = TopologyStrategy.aggregate_train
+        agg = TopologyStrategy.aggregate
 
-        def aggregate_train(self, server_round, replies):
+        def aggregate(self, server_round, replies):
             t0 = time.perf_counter()
             out = agg(self, server_round, replies)
             probe.agg.append((t0, time.perf_counter()))
@@ -239,7 +239,7 @@ class EngineProbe:
 
         raybackend.RayBackend.process_message = process_message
         InMemoryGrid.send_and_receive = send_and_receive
-        TopologyStrategy.aggregate_train = aggregate_train
+        TopologyStrategy.aggregate = aggregate
         raybackend.RayBackend.terminate = terminate
         # perf_counter -> epoch microseconds (Ray's timeline uses epoch time)
         self.epoch_offset = time.time() - time.perf_counter()
