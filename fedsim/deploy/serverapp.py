@@ -25,7 +25,7 @@ folder that ``fedsim deploy run`` submits):
     0: a silo that fails stops the run after ``max_failed_rounds`` rounds,
     as in simulation. ``m > 0``: a round completes with the silos that
     answered within ``round_timeout`` (mixing renormalised over them, see
-    :mod:`fedsim.deploy.faults`) and the run stops only when fewer than
+    :mod:`fedsim.strategies.tolerance`) and the run stops only when fewer than
     ``m`` silos answered.
 
 Besides the usual records it writes ``RUN/deploy/phases.jsonl`` (one line
@@ -144,7 +144,6 @@ def prepare_resume(out: Path) -> int:
 def run_deployed(grid: Grid, run_config: dict) -> dict:
     """Run the configured training on ``grid``; returns the ``serverapp.json`` record."""
     from fedsim.apps.server_app import RunStopped, serve
-    from fedsim.deploy.faults import LostSiloTolerance
 
     cfg = RunConfig(**json.loads(str(run_config["fedsim-config"])))
     out = Path(str(run_config["out"]))
@@ -183,7 +182,7 @@ def run_deployed(grid: Grid, run_config: dict) -> dict:
     atomic_write_text(work / "serverapp.json", json.dumps(result, indent=2))
     try:
         summary = serve(pgrid, cfg, out, progress=False, resume=resume, on_round=on_round,
-                        adapt_strategy=adapt if min_silos else None, min_silos=min_silos, deployed=True,
+                        tolerate_lost=bool(min_silos), min_silos=min_silos, deployed=True,
                         peer_links=json.loads(str(run_config.get("peer-links", "{}"))))
         result.update(status="completed", summary=summary)
     except RunStopped as exc:
