@@ -35,9 +35,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from fedsim.clients.cfor.data import CFORSiloData, generate  # noqa: E402
-from fedsim.clients.cfor.task import CFORTask  # noqa: E402
 from fedsim.clients.cfor.metrics import attribute_metrics, rarest  # noqa: E402
 from fedsim.clients.cfor.ontology import predict_stages  # noqa: E402
+from fedsim.clients.cfor.task import CFORTask  # noqa: E402
 
 
 def make_data(task: CFORTask, n_train: int, n_val: int, n_test: int, seed: int) -> CFORSiloData:

@@ -41,9 +41,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from fedsim.clients.cfor.data import CFORSiloData, generate  # noqa: E402
-from fedsim.clients.cfor.task import CFORTask  # noqa: E402
-from fedsim.clients.cfor.retrieval import Features, OntologyIndex, extract  # noqa: E402
 from fedsim.clients.cfor.metrics import map_of, relevance  # noqa: E402
+from fedsim.clients.cfor.retrieval import Features, OntologyIndex, extract  # noqa: E402
+from fedsim.clients.cfor.task import CFORTask  # noqa: E402
 
 
 def embed(task: CFORTask, model, n: int, seed: int, thresholds, chunk: int = 5000) -> tuple[Features, np.ndarray]:

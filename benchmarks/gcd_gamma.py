@@ -81,11 +81,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     torch.set_num_threads(1)
-    from fedsim.clients.gcd.task import GCDTask
-    from fedsim.clients.gcd.model import ddim_sample, sample_long
     from fedsim.clients.gcd.data import make_groups
-    from fedsim.plots import render_strip
     from fedsim.clients.gcd.metrics import score_groups
+    from fedsim.clients.gcd.model import ddim_sample, sample_long
+    from fedsim.clients.gcd.task import GCDTask
+    from fedsim.plots import render_strip
 
     out, figs = Path(args.out), Path(args.figures)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,11 +17,16 @@ import torch
 from PIL import Image
 
 from fedsim.clients import get_task
+from fedsim.clients.cdl.data import (
+    load_steering_folder,
+    render_roads,
+    silo_sizes,
+    silo_steering,
+    synthetic_silo,
+    to_float,
+)
 from fedsim.clients.cdl.model import CDLNet, ResNet8, bernoulli_kl, cdl_loss
 from fedsim.clients.cdl.task import CDLTask
-from fedsim.clients.cdl.data import (
-    load_steering_folder, render_roads, silo_sizes, silo_steering, synthetic_silo, to_float,
-)
 from fedsim.errors import FedsimError
 
 LN3 = math.log(3.0)  # sigmoid(ln 3) = 0.75

@@ -14,13 +14,22 @@ import numpy as np
 import pytest
 import torch
 
-from fedsim.clients.cfor.ontology import AttributeGroup, Ontology, load_ontology, predict_stages
-from fedsim.clients.cfor.model import CFORNet, CFOROutput, cfor_loss, multitask_bce, stage_loss
-from fedsim.clients.cfor.task import CFORTask
-from fedsim.clients.cfor.metrics import attribute_metrics, confusion_counts, mcc, mcc_thresholds, rarest
 from fedsim.clients.cfor.data import generate, load_deepfashion, silo_generator
+from fedsim.clients.cfor.metrics import (
+    attribute_map_at_k,
+    attribute_metrics,
+    average_precision_at_k,
+    confusion_counts,
+    map_at_k,
+    mcc,
+    mcc_thresholds,
+    rarest,
+    relevance,
+)
+from fedsim.clients.cfor.model import CFORNet, CFOROutput, cfor_loss, multitask_bce, stage_loss
+from fedsim.clients.cfor.ontology import AttributeGroup, Ontology, load_ontology, predict_stages
 from fedsim.clients.cfor.retrieval import Features, OntologyIndex, make_index
-from fedsim.clients.cfor.metrics import attribute_map_at_k, average_precision_at_k, map_at_k, relevance
+from fedsim.clients.cfor.task import CFORTask
 from fedsim.errors import FedsimError
 
 TOY = Ontology("toy", ("up", "down"), (("a", "b"), ("c",)),

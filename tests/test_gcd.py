@@ -14,12 +14,24 @@ import pytest
 import torch
 
 from fedsim.clients.gcd import metrics as gm
+from fedsim.clients.gcd.data import make_groups, music_beats
 from fedsim.clients.gcd.model import (
-    GCDModel, GroupModulation, MusicMotionLayer, blend_windows, cosine_alpha_bar, ddim_parts, ddim_sample,
-    global_mask, info_nce, local_mask, make_negatives, posterior_step, q_sample, sample_long,
+    GCDModel,
+    GroupModulation,
+    MusicMotionLayer,
+    blend_windows,
+    cosine_alpha_bar,
+    ddim_parts,
+    ddim_sample,
+    global_mask,
+    info_nce,
+    local_mask,
+    make_negatives,
+    posterior_step,
+    q_sample,
+    sample_long,
 )
 from fedsim.clients.gcd.task import GCDTask
-from fedsim.clients.gcd.data import make_groups, music_beats
 from fedsim.errors import FedsimError
 
 TINY = {"frames": 16, "n_train": 16, "n_test": 8, "d_model": 32, "layers": 1, "heads": 2, "enc_d": 16,

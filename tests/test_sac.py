@@ -15,11 +15,17 @@ from torch import nn
 
 from fedsim.clients import get_task
 from fedsim.clients.sac.data import FINE_CLASSES, load_cub, make_fine
+from fedsim.clients.sac.metrics import mix_probabilities
 from fedsim.clients.sac.model import (
-    SACNet, SACOutput, couple_attention, drop_most_attended, encode_names, hash_token, name_tokens,
+    SACNet,
+    SACOutput,
+    couple_attention,
+    drop_most_attended,
+    encode_names,
+    hash_token,
+    name_tokens,
 )
 from fedsim.clients.sac.task import SACTask
-from fedsim.clients.sac.metrics import mix_probabilities
 from fedsim.errors import FedsimError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

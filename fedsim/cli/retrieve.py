@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedsim.clients.cfor.retrieval import INDEX_KINDS, LEVELS
 from fedsim.clients.cfor.metrics import relevance
+from fedsim.clients.cfor.retrieval import INDEX_KINDS, LEVELS
 from fedsim.errors import FedsimError, check_int_at_least
 
 if TYPE_CHECKING:

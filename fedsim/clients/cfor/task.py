@@ -76,10 +76,6 @@ class CFORTask(Task):
         super().__init__(config)
         self.ontology = self._load_ontology()
 
-    def _cfg(self, key: str, default=None):
-        """Option ``key`` (``default`` is ignored: the options dataclass holds the defaults)."""
-        return getattr(self.options, key)
-
     def _load_ontology(self) -> Ontology:
         root = self.options.deepfashion_root
         if root:
@@ -92,15 +88,15 @@ class CFORTask(Task):
     def model(self) -> CFORNet:
         o = self.ontology
         return CFORNet(o.n_regions, [len(c) for c in o.categories], [len(g.attributes) for g in o.groups],
-                       width=self._cfg("width", 16), feature_dim=self._cfg("feature_dim", 64),
-                       head_hidden=self._cfg("head_hidden", 16), layout=self._cfg("layout", "local"))
+                       width=self.options.width, feature_dim=self.options.feature_dim,
+                       head_hidden=self.options.head_hidden, layout=self.options.layout)
 
     # -- data -----------------------------------------------------------------
     def _split(self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> CFORSiloData:
         n = len(y)
         idx = rng.permutation(n)
-        n_test = max(1, int(round(n * self._cfg("test_fraction", 0.25))))
-        n_val = max(1, int(round(n * self._cfg("val_fraction", 0.2))))
+        n_test = max(1, int(round(n * self.options.test_fraction)))
+        n_val = max(1, int(round(n * self.options.val_fraction)))
         te, va, tr = idx[:n_test], idx[n_test:n_test + n_val], idx[n_test + n_val:]
         t = torch.from_numpy
         return CFORSiloData(t(x[tr]), t(y[tr]), t(x[te]), t(y[te]), t(x[va]), t(y[va]))
@@ -111,21 +107,21 @@ class CFORTask(Task):
         root = self.options.deepfashion_root
         if root:
             return self._deepfashion_partition(str(root), silo, n_silos, seed)
-        n = self._cfg("samples_per_silo", 600)
-        rng, cat_p, priors, bg = silo_generator(self.ontology, silo, n_silos, seed, self._cfg("alpha", 0.5),
-                                                self._cfg("attr_concentration", 10.0))
-        x, y = generate(self.ontology, n, rng, cat_p, priors, self._cfg("image_size", 32), bg)
+        n = self.options.samples_per_silo
+        rng, cat_p, priors, bg = silo_generator(self.ontology, silo, n_silos, seed, self.options.alpha,
+                                                self.options.attr_concentration)
+        x, y = generate(self.ontology, n, rng, cat_p, priors, self.options.image_size, bg)
         return self._split(x, y, rng)
 
     def _deepfashion_partition(self, root: str, silo: int, n_silos: int, seed: int) -> CFORSiloData:
         ann = _deepfashion(root)
-        parts = dirichlet_partition(ann.labels[:, 1], n_silos, self._cfg("alpha", 0.5), seed, min_size=1)
+        parts = dirichlet_partition(ann.labels[:, 1], n_silos, self.options.alpha, seed, min_size=1)
         idx = parts[silo]
-        cap = self._cfg("samples_per_silo", 600)
+        cap = self.options.samples_per_silo
         rng = np.random.default_rng(np.random.SeedSequence([seed, silo, n_silos, 0xDF]))
         if cap and len(idx) > cap:
             idx = np.sort(rng.choice(idx, cap, replace=False))
-        x = load_images(ann.root, [ann.images[i] for i in idx], self._cfg("image_size", 32))
+        x = load_images(ann.root, [ann.images[i] for i in idx], self.options.image_size)
         y, split = ann.labels[idx], ann.split[idx]
         if not ((split == "val").any() and (split == "test").any() and (split == "train").any()):
             return self._split(x, y, rng)  # no usable partition file: random split
@@ -136,8 +132,8 @@ class CFORTask(Task):
 
     # -- learning -------------------------------------------------------------
     def train(self, model, data, steps, generator, prox_mu=0.0, anchor=None):
-        opt = torch.optim.Adam(model.parameters(), lr=self._cfg("lr", 0.003))
-        return minibatch_steps(model, data, steps, generator, opt, self._cfg("batch_size", 32),
+        opt = torch.optim.Adam(model.parameters(), lr=self.options.lr)
+        return minibatch_steps(model, data, steps, generator, opt, self.options.batch_size,
                                lambda out, y: cfor_loss(out, y, self.ontology), prox_mu, anchor)
 
     @torch.no_grad()
@@ -164,7 +160,7 @@ class CFORTask(Task):
         loss = float(cfor_loss(out, data.y_test, onto))
         region, category = predict_stages(out, onto)
         m_mcc, m_half = attribute_metrics(p, y, thr), attribute_metrics(p, y, 0.5)
-        rare = rarest(data.y_train[:, 2:].float().mean(0).numpy(), self._cfg("rare_fraction", 0.4))
+        rare = rarest(data.y_train[:, 2:].float().mean(0).numpy(), self.options.rare_fraction)
         res = {"loss": loss, "mcc": _nanmean(m_mcc["mcc"]), "mcc_05": _nanmean(m_half["mcc"]),
                "recall": _nanmean(m_mcc["recall"]), "recall_05": _nanmean(m_half["recall"]),
                "precision": _nanmean(m_mcc["precision"]), "precision_05": _nanmean(m_half["precision"]),

@@ -127,24 +127,21 @@ class SACTask(Task):
         super().__init__(config)
         self._pool: Pool | None = None
 
-    def _cfg(self, key: str):
-        return getattr(self.options, key)
-
     # -- data ----------------------------------------------------------------
     def classes(self) -> tuple[tuple[str, ...], int]:
         """Class names and image channels of the configured dataset (no image read)."""
-        ds = self._cfg("dataset")
+        ds = self.options.dataset
         if ds == "digits":
             return DIGIT_CLASSES, 1
         if ds == "fine":
             return FINE_CLASSES, 1
-        return cub_classes(self._cfg("data_dir")), 1 if self._cfg("grayscale") else 3
+        return cub_classes(self.options.data_dir), 1 if self.options.grayscale else 3
 
     def pool(self) -> Pool:
         """The whole dataset, built once per task object; each channel standardised
         to mean 0, std 1 over the pooled images."""
         if self._pool is None:
-            ds = self._cfg("dataset")
+            ds = self.options.dataset
             if ds == "digits":
                 from sklearn.datasets import load_digits
 
@@ -152,9 +149,9 @@ class SACTask(Task):
                 self._pool = Pool((d.images / 16.0).astype(np.float32)[:, None],
                                   d.target.astype(np.int64), DIGIT_CLASSES)
             elif ds == "fine":
-                self._pool = make_fine(self._cfg("n_per_class"), seed=self._cfg("data_seed"))
+                self._pool = make_fine(self.options.n_per_class, seed=self.options.data_seed)
             else:
-                self._pool = load_cub(self._cfg("data_dir"), self._cfg("image_size"), self._cfg("grayscale"))
+                self._pool = load_cub(self.options.data_dir, self.options.image_size, self.options.grayscale)
             # per-channel standardisation with the pooled dataset's constants: unit-scale
             # inputs make the first rounds learn much faster
             x = self._pool.x
@@ -166,7 +163,7 @@ class SACTask(Task):
     def partition(self, silo: int, n_silos: int, seed: int) -> SiloData:
         pool = self.pool()
         self.check_silos(n_silos)
-        parts = dirichlet_partition(pool.y, n_silos, self._cfg("alpha"), seed, min_size=MIN_SILO_IMAGES)
+        parts = dirichlet_partition(pool.y, n_silos, self.options.alpha, seed, min_size=MIN_SILO_IMAGES)
         idx = np.random.default_rng([seed, silo]).permutation(parts[silo])
         if pool.is_train is not None:
             tr, te = idx[pool.is_train[idx]], idx[~pool.is_train[idx]]
@@ -174,7 +171,7 @@ class SACTask(Task):
                 raise FedsimError(f"silo {silo} got no {'training' if len(tr) == 0 else 'test'} images "
                                   "from train_test_split.txt; use fewer silos or a larger alpha")
         else:
-            n_test = max(1, int(round(len(idx) * self._cfg("test_fraction"))))
+            n_test = max(1, int(round(len(idx) * self.options.test_fraction)))
             te, tr = idx[:n_test], idx[n_test:]
         t = torch.from_numpy
         return SiloData(t(pool.x[tr]), t(pool.y[tr]), t(pool.x[te]), t(pool.y[te]))
@@ -184,22 +181,22 @@ class SACTask(Task):
         names, channels = self.classes()
         keys = ("k", "width", "feat_dim", "grid", "visual_dim", "embed_dim", "name_dim", "joint_dim",
                 "rank", "hash_buckets", "residual")
-        return SACNet(names, channels, sac=self._cfg("sac"), **{key: self._cfg(key) for key in keys})
+        return SACNet(names, channels, sac=self.options.sac, **{key: getattr(self.options, key) for key in keys})
 
     # -- learning ------------------------------------------------------------
     def loss(self, out: SACOutput, y: torch.Tensor) -> torch.Tensor:
         """``CE(z1, y) + λ·CE(z2, y)`` (``CE(z1, y)`` without the SAC branch)."""
         loss = tnf.cross_entropy(out.logits1, y)
         if out.logits2 is not None:
-            loss = loss + self._cfg("sac_weight") * tnf.cross_entropy(out.logits2, y)
+            loss = loss + self.options.sac_weight * tnf.cross_entropy(out.logits2, y)
         return loss
 
     def train(self, model, data, steps, generator, prox_mu=0.0, anchor=None):
-        if self._cfg("optimizer") == "adam":
-            opt = torch.optim.Adam(model.parameters(), lr=self._cfg("lr"))
+        if self.options.optimizer == "adam":
+            opt = torch.optim.Adam(model.parameters(), lr=self.options.lr)
         else:
-            opt = torch.optim.SGD(model.parameters(), lr=self._cfg("lr"), momentum=self._cfg("momentum"))
-        omega, theta = self._cfg("drop_weight"), self._cfg("drop_threshold")
+            opt = torch.optim.SGD(model.parameters(), lr=self.options.lr, momentum=self.options.momentum)
+        omega, theta = self.options.drop_weight, self.options.drop_threshold
 
         def batch_loss(idx):
             x, y = data.x_train[idx], data.y_train[idx]
@@ -210,16 +207,16 @@ class SACTask(Task):
                 loss = (1 - omega) * loss + omega * self.loss(model(erased, out.class_embeddings), y)
             return loss, {}
 
-        return minibatch_steps(model, data, steps, generator, opt, self._cfg("batch_size"), prox_mu=prox_mu,
+        return minibatch_steps(model, data, steps, generator, opt, self.options.batch_size, prox_mu=prox_mu,
                                anchor=anchor, batch_loss=batch_loss)
 
     @torch.no_grad()
     def evaluate(self, model, data):
         model.eval()
         out = model(data.x_test)
-        p = mix_probabilities(out.logits1, out.logits2, self._cfg("sac_alpha"))
+        p = mix_probabilities(out.logits1, out.logits2, self.options.sac_alpha)
         y = data.y_test
-        k = min(self._cfg("k"), p.shape[1])
+        k = min(self.options.k, p.shape[1])
         nll = -torch.log(p.gather(1, y[:, None]).clamp_min(1e-12)).mean()
         return {"loss": float(nll),
                 "accuracy": float((p.argmax(1) == y).float().mean()),
