@@ -1,8 +1,6 @@
 """``python -m fedsim``: the ``fedsim`` command (how ``--engine mpi`` starts its ranks)."""
 
-import sys
-
-from fedsim.cli import main
+from fedsim.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

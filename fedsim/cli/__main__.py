@@ -1,8 +1,6 @@
 """``python -m fedsim.cli``: the ``fedsim`` command."""
 
-import sys
-
-from fedsim.cli import main
+from fedsim.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
