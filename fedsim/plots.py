@@ -26,49 +26,200 @@ def silo_positions(network) -> dict[int, tuple[float, float]]:
     return nx.spring_layout(network.graph(), seed=0, weight=None)
 
 
-def topology_map(network, schedule, state: int, path, title: str = "") -> None:
-    """Draw silos at their coordinates and the schedule's arcs in ``state``.
+# Map layout, in units of the map's width (the height is MAP_ASPECT times smaller):
+MAP_ASPECT = 1.5  # width / height of the drawn map (figure 9 x 6 in)
+SPREAD_SEP = 0.022  # distance kept between two drawn silos
+SPREAD_MERGE = 0.012  # silos closer than this are one site, spread around its centre
 
-    Strong arcs are solid, weak arcs dashed and grey, isolated silos hollow
-    red; the STAR server is a square.
+
+def spread_positions(points, sep: float = SPREAD_SEP, merge: float = SPREAD_MERGE,
+                     aspect: float = MAP_ASPECT) -> np.ndarray:
+    """Drawn positions ``(N, 2)`` of silos at ``points`` ``(N, 2)`` (x, y), co-located ones spread out.
+
+    Silos are not aggregated: every silo keeps its own marker so that each of
+    its arcs (and its being isolated) stays visible. Working in map units
+    (x scaled to width 1, y to height ``1/aspect``, so that distances are
+    about proportional to pixels on an unequal-aspect lon/lat map):
+
+    1. silos closer than ``merge`` (chained) form one site;
+    2. the ``m`` silos of a site are laid out, in silo order, on a sunflower
+       (Vogel) spiral around the site's centre, radius ``sep * sqrt(k + 0.5)``
+       for the k-th, so neighbours on the spiral are about ``sep`` apart;
+    3. a few deterministic repulsion passes push apart any two drawn silos of
+       different sites still closer than ``sep``.
+
+    A silo alone at its site stays exactly where it is. The result is
+    deterministic (no randomness) and returned in the input's units.
     """
-    pos = silo_positions(network)
+    pts = np.asarray(points, dtype=float).reshape(-1, 2)
+    n = len(pts)
+    if n < 2:
+        return pts.copy()
+    lo = pts.min(axis=0)
+    span = pts.max(axis=0) - lo
+    sx = 1.0 / span[0] if span[0] > 0 else None
+    sy = 1.0 / aspect / span[1] if span[1] > 0 else None
+    # a line of silos (one span 0) takes the other axis's scale; one point, a unit map
+    scale = np.array([sx or sy or 1.0, sy or sx or 1.0])
+    p = (pts - lo) * scale
+    # 1. sites: connected components of "closer than merge" (single linkage, one row at a time)
+    parent = np.arange(n)
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(n):
+        d = np.hypot(*(p[i + 1:] - p[i]).T)
+        for j in np.flatnonzero(d < merge) + i + 1:
+            a, b = find(i), find(int(j))
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    roots = np.array([find(i) for i in range(n)])
+    out = p.copy()
+    golden = np.pi * (3.0 - np.sqrt(5.0))
+    for r in np.unique(roots):
+        members = np.flatnonzero(roots == r)
+        if len(members) < 2:
+            continue
+        centre = p[members].mean(axis=0)
+        k = np.arange(len(members))
+        rad = sep * np.sqrt(k + 0.5)
+        ang = np.pi / 2 + k * golden
+        out[members] = centre + np.stack([rad * np.cos(ang), rad * np.sin(ang)], axis=1)
+    # 3. repulsion between sites (the members of one site are already sep apart)
+    if n <= 3000:
+        for _ in range(60):
+            diff = out[:, None, :] - out[None, :, :]
+            dist = np.hypot(diff[..., 0], diff[..., 1])
+            np.fill_diagonal(dist, 2 * sep)  # a silo does not push itself
+            close = dist < sep
+            if not close.any():
+                break
+            push = np.where(close, (sep - dist) / 2 / np.where(dist > 0, dist, 1.0), 0.0)
+            same = dist == 0  # exactly on top of each other: a fixed direction by index
+            move = (diff * push[..., None]).sum(axis=1)
+            if same.any():
+                i, j = np.nonzero(np.triu(same))
+                move[i] += [sep / 2, 0.0]
+                move[j] -= [sep / 2, 0.0]
+            out += move
+    return out / scale + lo
+
+
+def _site_offsets(drawn: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Unit directions (x, y) from a silo's true position to its drawn one; up-right where unmoved."""
+    d = drawn - true
+    norm = np.hypot(d[:, 0], d[:, 1])
+    unit = np.tile([0.7071, 0.7071], (len(d), 1))
+    moved = norm > 0
+    unit[moved] = d[moved] / norm[moved, None]
+    return unit
+
+
+def state_time_ms(round_ms, n_states: int, state: int) -> float:
+    """Time (ms) of one round in periodic state ``state``: the mean of the simulated rounds
+    ``k`` with ``k mod n_states == state`` (a static overlay has one state: the cycle time's mean)."""
+    r = np.asarray(round_ms, dtype=float)
+    picked = r[state % max(n_states, 1)::max(n_states, 1)]
+    if picked.size == 0:
+        raise ValueError(f"no simulated round is in state {state}: simulate at least {state + 1} rounds")
+    return float(picked.mean())
+
+
+def map_title(network_name: str, schedule, state: int, profile_name: str, round_ms, cycle_ms: float,
+              design: str | None = None) -> str:
+    """Title of a topology map: which state of how many is drawn, its own round time and the cycle time.
+
+    e.g. ``multigraph (ring, t=5) on exodus, femnist: state 1 of 60, 10.1 ms (cycle time 12.1 ms)``.
+    """
+    name = design or schedule.topology
+    head = f"{name} on {network_name}, {profile_name}"
+    if schedule.is_random:
+        return f"{head}: every arc drawn, {len(schedule.probabilities)} matchings (cycle time {cycle_ms:.1f} ms)"
+    if schedule.n_states == 1:
+        return f"{head}: cycle time {cycle_ms:.1f} ms"
+    t = state_time_ms(round_ms, schedule.n_states, state)
+    return f"{head}: state {state} of {schedule.n_states}, {t:.1f} ms (cycle time {cycle_ms:.1f} ms)"
+
+
+def topology_map(network, schedule, state: int, path, title: str = ""):
+    """Draw the silos and the schedule's arcs in ``state``; returns the (closed) figure's Axes.
+
+    Silos sharing a site (the same or nearly the same coordinates) are
+    spread around it by :func:`spread_positions`, each keeping its own
+    marker, with a thin grey spoke to the true site and a count label.
+    Strong arcs are solid blue arrows, weak arcs dashed grey, isolated
+    silos hollow red diamonds labelled with their names (listed in the
+    legend); the STAR server is a square. Networks of at most 25 silos get
+    every silo's name.
+    """
+    raw = silo_positions(network)
+    true = np.array([raw[i] for i in range(network.n_silos)], dtype=float)
+    drawn = spread_positions(true)
+    xs, ys = drawn[:, 0], drawn[:, 1]
     fig, ax = plt.subplots(figsize=(9, 6))
+    # sites: spokes from the true position and the number of silos there
+    moved = np.flatnonzero(np.hypot(*(drawn - true).T) > 0)
+    for i in moved:
+        ax.plot([true[i, 0], xs[i]], [true[i, 1], ys[i]], color="0.8", lw=0.6, zorder=1)
+    if len(moved):
+        sites, counts = np.unique(true[moved], axis=0, return_counts=True)
+        ax.scatter(sites[:, 0], sites[:, 1], s=6, c="0.55", marker="+", zorder=2)
+        for (sx, sy), c in zip(sites, counts):
+            if c > 1:
+                ax.annotate(str(c), (sx, sy), fontsize=6, color="0.45", ha="center", va="top",
+                            xytext=(0, -3), textcoords="offset points", zorder=2)
     strong = schedule.state_mask(state) if not schedule.is_random else np.ones(len(schedule.arcs), bool)
     for (u, v), s in zip(schedule.arcs.tolist(), strong):
-        (x0, y0), (x1, y1) = pos[u], pos[v]
         ax.annotate(
-            "", xy=(x1, y1), xytext=(x0, y0),
-            arrowprops=dict(arrowstyle="-|>", lw=1.6 if s else 0.9, color="tab:blue" if s else "0.6",
-                            linestyle="-" if s else "--", shrinkA=4, shrinkB=4,
-                            connectionstyle="arc3,rad=0.08"),
+            "", xy=(xs[v], ys[v]), xytext=(xs[u], ys[u]),
+            arrowprops=dict(arrowstyle="-|>", lw=1.3 if s else 0.8, color="tab:blue" if s else "0.6",
+                            linestyle="-" if s else (0, (3, 2)), shrinkA=3, shrinkB=3,
+                            mutation_scale=8, connectionstyle="arc3,rad=0.08", alpha=1.0 if s else 0.8),
+            zorder=3 if s else 2,
         )
-    iso = set(schedule.isolated(state)) if not schedule.is_random else set()
-    xs = np.array([pos[i][0] for i in range(network.n_silos)])
-    ys = np.array([pos[i][1] for i in range(network.n_silos)])
-    normal = [i for i in range(network.n_silos) if i not in iso and i != schedule.server]
-    ax.scatter(xs[normal], ys[normal], s=28, c="black", zorder=3, label="silo")
+    iso = sorted(set(schedule.isolated(state))) if not schedule.is_random else []
+    normal = [i for i in range(network.n_silos) if i not in set(iso) and i != schedule.server]
+    ax.scatter(xs[normal], ys[normal], s=16, c="black", zorder=4, label=f"silo ({network.n_silos})")
     if iso:
-        idx = sorted(iso)
-        ax.scatter(xs[idx], ys[idx], s=60, facecolors="none", edgecolors="red", linewidths=1.5,
-                   zorder=4, label="isolated this state")
+        ax.scatter(xs[iso], ys[iso], s=55, marker="D", facecolors="white", edgecolors="red", linewidths=1.5,
+                   zorder=5, label=f"isolated in state {state} ({len(iso)}): " + _legend_names(
+                       [network.silos[i] for i in iso]))
     if schedule.server is not None:
         ax.scatter([xs[schedule.server]], [ys[schedule.server]], s=90, marker="s", c="tab:orange",
-                   zorder=4, label="server")
-    if network.n_silos <= 25:
-        for i, name in enumerate(network.silos):
-            ax.annotate(name, (xs[i], ys[i]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.plot([], [], color="tab:blue", lw=1.6, label="strong arc")
+                   zorder=5, label="server")
+    direction = _site_offsets(drawn, true)
+    named = range(network.n_silos) if network.n_silos <= 25 else iso
+    for i in named:
+        dx, dy = direction[i]
+        ax.annotate(network.silos[i], (xs[i], ys[i]), fontsize=7 if i in iso else 6,
+                    color="darkred" if i in iso else "black", xytext=(6 * dx, 6 * dy),
+                    textcoords="offset points", ha="left" if dx >= 0 else "right",
+                    va="bottom" if dy >= 0 else "top", zorder=6,
+                    bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.7) if i in iso else None)
+    ax.plot([], [], color="tab:blue", lw=1.3, label=f"strong arc ({int(strong.sum())})")
     if not strong.all():
-        ax.plot([], [], color="0.6", lw=0.9, ls="--", label="weak arc")
+        ax.plot([], [], color="0.6", lw=0.8, ls=(0, (3, 2)), label=f"weak arc ({int((~strong).sum())})")
     if network.has_coords():
         ax.set_xlabel("longitude")
         ax.set_ylabel("latitude")
     else:
         ax.set_axis_off()
-    ax.set_title(title)
-    ax.legend(loc="best", fontsize=8)
+    ax.margins(0.04)
+    ax.set_title(title, fontsize=10)
+    # below the map, so that it hides no silo
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=2, fontsize=7, frameon=False)
     _save(fig, path)
+    return ax
+
+
+def _legend_names(names: list[str], limit: int = 6) -> str:
+    """``a, b, c`` or ``a, b, ... (+3 more)`` for a legend entry."""
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
 def line_marker(points: int) -> str | None:
