@@ -69,11 +69,16 @@ def cmd_topology(args) -> int:
             print(f"  ... {s_max - shown} more states (--all-states to list them)")
     print(f"\ncycle time: {ct.value:.2f} ms  ({ct.definition})")
     if args.plot:
-        from fedsim.plots import topology_map
+        from fedsim.plots import map_title, topology_map
 
         state = args.state if args.state is not None else (1 if sched.n_states > 1 else 0)
+        round_ms = ct.round_ms
+        if not sched.is_random and sched.n_states > 1 and ct.rounds <= state:
+            # the drawn state was not among the simulated rounds: simulate up to it
+            round_ms = simulate(sched, conn, prof, rounds=state + 1, seed=args.seed).round_ms
+        wiring = sched.topology + (f" ({sched.base}, t={args.t})" if sched.base else "")
         topology_map(net, sched, state, args.plot,
-                     title=f"{net.name} {label}, state {state} ({prof.name}: {ct.value:.1f} ms)")
+                     title=map_title(net.name, sched, state, prof.name, round_ms, ct.value, wiring))
         print(f"map written to {args.plot}")
     return 0
 
