@@ -75,6 +75,7 @@ def cycle_times(
     seed: int = 0,
     workers: int = 1,
     progress: bool = False,
+    ray_address: str | None = None,
 ) -> pd.DataFrame:
     """Simulated cycle time of every topology x strategy x delay profile.
 
@@ -103,6 +104,9 @@ def cycle_times(
         Parallel Ray workers (1: sequential, no Ray).
     progress : bool
         Show a progress bar.
+    ray_address : str, optional
+        ``HOST:PORT`` of a Ray cluster's head, or ``"auto"``: one task per
+        (topology, profile) on that existing cluster (``workers`` is then unused).
 
     Returns
     -------
@@ -166,7 +170,7 @@ def cycle_times(
         load_network(n)  # a bad network fails before anything is computed
     configs = [SweepConfig(n, label, tuple(sorted(overrides.items())), t, budget, seed, resolved=prof)
                for label, prof in resolved for n in networks]
-    rows = run_sweep(configs, wirings, workers=workers, progress=progress)
+    rows = run_sweep(configs, wirings, workers=workers, progress=progress, ray_address=ray_address)
     df = pd.DataFrame([(r.network, r.topology, r.profile, r.cycle_time_ms, r.silos, r.detail) for r in rows],
                       columns=list(CYCLE_COLUMNS))
     return df.astype({"cycle_time_ms": "float64", "silos": "int64"})

@@ -42,6 +42,10 @@ class RunConfig:
         Seconds to wait for replies in a round (None: wait for all).
     workers : int
         Parallel ClientApp actors in simulation (0: one per core).
+    ray_address : str or None
+        ``HOST:PORT`` or ``"auto"``: run the Simulation Engine on that existing
+        Ray cluster (one ClientApp actor per cluster CPU) instead of starting a
+        private Ray on this machine.
     compute_ms : float, "measure" or None
         Compute time of one local step for the simulated clock. None: the
         task's fixed reference step time (the same clock on every machine);
@@ -86,6 +90,7 @@ class RunConfig:
     data_plane: str = "auto"
     sync_every: int | None = None
     peer_timeout: float = 60.0
+    ray_address: str | None = None
 
     def validate(self) -> RunConfig:
         from fedsim.clients import TASKS
@@ -158,7 +163,7 @@ class RunConfig:
         """A short hash of what defines the run's training (not its length or execution settings)."""
         data = asdict(self)
         for name in ("rounds", "workers", "round_timeout", "max_failed_rounds", "checkpoint_every", "profile",
-                     "inject_fault", "data_plane", "sync_every", "peer_timeout"):
+                     "inject_fault", "data_plane", "sync_every", "peer_timeout", "ray_address"):
             del data[name]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 

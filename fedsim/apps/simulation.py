@@ -74,11 +74,16 @@ def run_simulation(cfg: RunConfig, run_dir: Path, progress: bool = True, resume:
     result: dict = {}
     app = sa.make_server_app(cfg, run_dir, progress=progress, resume=resume, result=result,
                              on_round=on_round)
-    backend_config = {
-        "client_resources": {"num_cpus": cores / workers, "num_gpus": 0.0},
-        "init_args": guard.ray_local_init_args(num_cpus=cores, _temp_dir=ray_tmp,
-                                               logging_level=logging.ERROR, log_to_driver=False),
-    }
+    if cfg.ray_address:  # an existing cluster: one ClientApp actor per cluster CPU, its own processes
+        backend_config = {"client_resources": {"num_cpus": 1.0, "num_gpus": 0.0},
+                          "init_args": {"address": cfg.ray_address, "logging_level": logging.ERROR,
+                                        "log_to_driver": False}}
+    else:
+        backend_config = {
+            "client_resources": {"num_cpus": cores / workers, "num_gpus": 0.0},
+            "init_args": guard.ray_local_init_args(num_cpus=cores, _temp_dir=ray_tmp,
+                                                   logging_level=logging.ERROR, log_to_driver=False),
+        }
     interrupt.reset()
     watchdog = guard.Watchdog(remove=[ray_tmp]).start()
     try:

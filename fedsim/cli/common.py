@@ -109,6 +109,16 @@ def host_port(text: str) -> str:
     return text
 
 
+def ray_address(text: str) -> str:
+    """``auto`` or the ``HOST:PORT`` of a Ray cluster's head (its GCS port, 6379 by default)."""
+    if text == "auto":
+        return text
+    try:
+        return host_port(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expects 'auto' or HOST:PORT of a Ray head, got {text!r}") from None
+
+
 def _check_parent(path: Path, text: str) -> None:
     """The nearest existing folder above ``path`` must be a folder we can write into."""
     parent = path.parent

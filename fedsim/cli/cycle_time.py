@@ -14,6 +14,7 @@ from fedsim.cli.common import (
     not_a_strategy,
     out_file,
     profile_overrides,
+    ray_address,
     refuse_existing,
     resolved_profile,
     split_names,
@@ -46,7 +47,7 @@ def cmd_cycle_time(args) -> int:
         load_network(n)
     check_int_at_least("--t", args.t, 1)
     df = api.cycle_times(networks, topologies, resolved, t=args.t, budget=args.budget, seed=args.seed,
-                         workers=workers, progress=not args.no_progress)
+                         workers=workers, progress=not args.no_progress, ray_address=args.ray_address)
     print(api.markdown_table(df))
     if args.out:
         _write_table(df, args.out, out_format)
@@ -129,6 +130,8 @@ def add_parser(sub) -> None:
     p.add_argument("--profiles", default="femnist,inaturalist,sent140",
                    help=f"delay profiles, comma list of: {', '.join(PROFILE_NAMES)} (default %(default)s)")
     p.add_argument("--workers", type=int_in(1), default=1, help="parallel Ray workers (default 1: sequential)")
+    p.add_argument("--ray-address", type=ray_address, metavar="HOST:PORT|auto",
+                   help="compute the cells on this existing Ray cluster (one task per network and profile)")
     p.add_argument("--out", type=out_file(*OUT_SUFFIXES),
                    help="write the table here: .csv, .md or .parquet (Parquet needs pyarrow)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")

@@ -14,6 +14,7 @@ from fedsim.cli.common import (
     out_dir,
     positive_float,
     print_summary,
+    ray_address,
     resume_dir,
     resumed_config,
     training_config,
@@ -64,6 +65,8 @@ def cmd_run(args) -> int:
     from pathlib import Path
 
     if args.engine == "mpi":
+        if args.ray_address:
+            raise FedsimError("--ray-address is for --engine ray (the Simulation Engine); MPI ranks need no Ray")
         return _run_mpi(args)
     if args.resume:
         if args.overwrite:
@@ -72,6 +75,7 @@ def cmd_run(args) -> int:
         cfg = resumed_config(args, run_dir)
     else:
         cfg, run_dir = _new_run_dir(args)
+    cfg.ray_address = args.ray_address  # where it runs, not what it trains: a resumed run may move
     from fedsim.apps.simulation import run_simulation
 
     s = run_simulation(cfg, run_dir, progress=not args.no_progress, resume=bool(args.resume))
@@ -144,4 +148,7 @@ def add_parser(sub) -> None:
                    help="ray: Flower's Simulation Engine (default); mpi: one MPI rank per silo, models peer "
                         "to peer, no Flower process (decentralized strategies)")
     p.add_argument("--np", type=int_in(1), help="--engine mpi: start mpiexec with this many ranks (= silos)")
+    p.add_argument("--ray-address", type=ray_address, metavar="HOST:PORT|auto",
+                   help="run on this existing Ray cluster (one ClientApp actor per cluster CPU; 'auto': the "
+                        "cluster this machine belongs to) instead of a private Ray on this machine")
     p.set_defaults(func=cmd_run)

@@ -44,16 +44,20 @@ class SweepRow:
 def run_config(config: SweepConfig, topologies: tuple[str, ...]) -> list[SweepRow]:
     """Cycle times of ``topologies`` for one network and profile."""
     from fedsim.timing.simulate import simulate
-    from fedsim.topologies import build_schedule, connectivity, get_profile
+    from fedsim.topologies import build_schedule, check_size, connectivity, get_profile
     from fedsim.topologies.networks import load_network
+    from fedsim.topologies.overlays.matcha import small_blas
 
     net = load_network(config.network)
+    for topo in topologies:  # refuse a too-large network before any work
+        check_size(topo, net.n_silos)
     conn = connectivity(net)
     prof = config.resolved or get_profile(config.profile, **dict(config.overrides))
     rows = []
     for topo in topologies:
-        sched = build_schedule(topo, conn, prof, t=config.t, budget=config.budget)
-        ct = simulate(sched, conn, prof, seed=config.seed)
+        with small_blas(conn.n):  # small matrices: BLAS threads only cost time
+            sched = build_schedule(topo, conn, prof, t=config.t, budget=config.budget)
+            ct = simulate(sched, conn, prof, seed=config.seed)
         detail = ""
         if sched.topology == "multigraph":
             detail = f"t={config.t}, s_max={sched.n_states}"
@@ -70,16 +74,21 @@ def run_sweep(
     topologies: tuple[str, ...],
     workers: int = 1,
     progress: bool = True,
+    ray_address: str | None = None,
 ) -> list[SweepRow]:
     """Run every configuration; rows come back in configuration order.
 
     ``workers > 1`` starts a local Ray instance with that many CPUs, runs one
     task per configuration, and shuts Ray down before returning.
+    ``ray_address`` (``HOST:PORT`` or ``"auto"``) runs the tasks on that
+    existing Ray cluster instead, whatever ``workers`` says.
     """
     configs = list(configs)
     bar = tqdm(total=len(configs) * len(topologies), desc="cycle times", unit="cell",
                disable=not progress, leave=False)
     try:
+        if ray_address:
+            return _run_ray(configs, topologies, workers, bar, ray_address)
         if workers <= 1:
             out = []
             for cfg in configs:
@@ -92,12 +101,15 @@ def run_sweep(
         bar.close()
 
 
-def _run_ray(configs, topologies, workers, bar) -> list[SweepRow]:
+def _run_ray(configs, topologies, workers, bar, address: str | None = None) -> list[SweepRow]:
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     started = not ray.is_initialized()
-    if started:  # loopback-only Ray, no dashboard; the watchdog ends its processes if we die
+    watchdog = None
+    if started and address:  # an existing cluster: connect only (its processes are not ours to end)
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+    elif started:  # loopback-only Ray, no dashboard; the watchdog ends its processes if we die
         from fedsim.guard import Watchdog, ray_local_init_args
 
         watchdog = Watchdog().start()
@@ -117,6 +129,7 @@ def _run_ray(configs, topologies, workers, bar) -> list[SweepRow]:
     finally:
         if started:
             ray.shutdown()
+        if watchdog is not None:
             watchdog.stop()
 
 
