@@ -165,6 +165,8 @@ class TopologyStrategy(Strategy):
             w = renormalise(w, answered, stale)
         if stale is not None and stale.any():
             new = np.where(stale, 0.0, w) @ trained + np.where(stale, w, 0.0) @ self.models
+        elif (w == w[0]).all():  # FedAvg/STAR with every silo answering: one average, n copies
+            new = np.broadcast_to(w[0] @ trained, trained.shape)
         else:
             new = w @ trained
         return new.astype(np.float32), w
