@@ -175,3 +175,23 @@ def test_profile_rejects_bad_local_steps_and_unknown_names():
         get_profile("femnist", local_steps=0)
     with pytest.raises(FedsimError, match="unknown profile 'mnist'; valid: .*femnist"):
         get_profile("mnist")
+
+
+def test_connectivity_on_arrays_equals_the_networkx_path():
+    # A network without km ties: both computations must give the same km, hop
+    # counts and pair order (the array path is the one used above 300 silos).
+    from fedsim.topologies.delay import _connectivity_arrays, _connectivity_networkx
+
+    rng = np.random.default_rng(7)
+    n = 40
+    xy = rng.random((n, 2)) * 1000
+    links = {(i, i + 1) for i in range(n - 1)}  # connected
+    links |= {(int(a), int(b)) for a, b in rng.integers(0, n, (60, 2)) if a < b}
+    net = Network("rand", tuple(f"s{i}" for i in range(n)),
+                  tuple((a, b, float(np.hypot(*(xy[a] - xy[b])))) for a, b in sorted(links)), ())
+    ref, arr = _connectivity_networkx(net), _connectivity_arrays(net)
+    np.testing.assert_allclose(arr.km, ref.km, rtol=1e-12)
+    np.testing.assert_array_equal(arr.hops, ref.hops)
+    np.testing.assert_array_equal(arr.edges, ref.edges)
+    assert sorted(arr.graph.edges) == sorted(ref.graph.edges)
+    assert arr.graph.edges[0, 1]["hops"] == ref.graph.edges[0, 1]["hops"]

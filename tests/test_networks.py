@@ -149,13 +149,29 @@ def test_builtin_is_cached_and_immutable():
 
 
 def test_packaged_json_files():
+    # Silo counts of the published networks (Marfoq et al. 2020, Do et al. 2023):
+    # Gaia 11 AWS regions, AWS North America 22, Géant 40, Exodus 79, Ebone 87;
+    # Gaia and AWS NA are complete graphs.
+    published = {"gaia": 11, "nws": 22, "geant": 40, "exodus": 79, "ebone": 87}
     folder = importlib.resources.files("fedsim.topologies") / "data"
     for name in BUILTIN_NETWORKS:
         data = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
         assert data["name"] == name
         assert {"title", "provenance", "license", "silos", "links"} <= set(data)
         assert "approximate" in data["provenance"] or name == "geant"
-        assert Network.from_dict(data) == builtin_network(name)
+        net = builtin_network(name)
+        # The loader keeps the file's silos and links, in the file's order.
+        assert net.silos == tuple(s["name"] for s in data["silos"])
+        assert net.links == tuple((int(i), int(j), float(km)) for i, j, km in data["links"])
+        assert net.is_connected()
+        if name in published:
+            assert net.n_silos == published[name], name
+        if name in ("gaia", "nws"):
+            assert net.n_links == net.n_silos * (net.n_silos - 1) // 2, name
+    # The provenance note of gaia.json: Virginia-California is 3,561 km in the source file.
+    gaia = builtin_network("gaia")
+    km = {frozenset((gaia.silos[i], gaia.silos[j])): d for i, j, d in gaia.links}
+    assert km[frozenset(("Virginia", "California"))] == pytest.approx(3561, abs=1)
     assert (folder / "PROVENANCE.md").is_file()
 
 

@@ -384,3 +384,189 @@ def test_matcha_disk_cache_can_be_disabled(tmp_path, monkeypatch):
     matcha.decomposition(connectivity(builtin_network("gaia")), True, 0.5)
     assert not (tmp_path / "matcha").exists()
     matcha.decomposition.cache_clear()
+
+
+# --- MATCHA's activation-probability problem and mixing step (numpy solver) ---
+
+
+def _lam2(laps, p):
+    return float(np.linalg.eigvalsh(sum(pj * lj for pj, lj in zip(p, laps)))[1])
+
+
+def test_activation_probabilities_on_a_path_by_hand():
+    # Path 0-1-2, matchings {0-1} and {1-2}, budget 0.5: p1 + p2 <= 1. The
+    # weighted path's Laplacian has eigenvalues 0 and p1 + p2 ± sqrt(p1² + p2² − p1 p2);
+    # by symmetry and concavity the optimum is p = (1/2, 1/2), λ₂ = 1 − 1/2 = 1/2.
+    laps = [matcha.laplacian(3, [(0, 1)]), matcha.laplacian(3, [(1, 2)])]
+    p = matcha.activation_probabilities(laps, 0.5)
+    np.testing.assert_allclose(p, [0.5, 0.5], atol=1e-5)
+    assert _lam2(laps, p) == pytest.approx(0.5, abs=1e-6)
+    # Budget 0.9: p = (0.9, 0.9), λ₂ = 1.8 − sqrt(0.81) = 0.9.
+    p = matcha.activation_probabilities(laps, 0.9)
+    np.testing.assert_allclose(p, [0.9, 0.9], atol=1e-5)
+
+
+def test_activation_probabilities_match_a_grid_search():
+    # An asymmetric case: path 0-1-2-3 plus chord 0-2 as three matchings.
+    laps = [matcha.laplacian(4, [(0, 1), (2, 3)]), matcha.laplacian(4, [(1, 2)]),
+            matcha.laplacian(4, [(0, 2)])]
+    p = matcha.activation_probabilities(laps, 0.5)
+    assert np.all((p >= 0) & (p <= 1)) and p.sum() <= 1.5 + 1e-9
+    grid = np.linspace(0, 1, 101)
+    best = max(_lam2(laps, (a, b, 1.5 - a - b)) for a in grid for b in grid
+               if 0 <= 1.5 - a - b <= 1)  # λ₂ grows with p: the budget binds
+    assert _lam2(laps, p) >= best - 1e-9
+    assert _lam2(laps, p) <= best + 2e-2  # the grid is 0.01 fine
+
+
+def test_activation_probabilities_uniform_on_odd_complete_graphs():
+    # K_5 coloured by Misra-Gries: 5 matchings of 2 edges; uniform p = budget
+    # makes the expected Laplacian 0.5 L(K_5) = 2.5 (I − J/5): λ₂ = 2.5, the
+    # trace bound 2 Σ p_j |M_j| / (N − 1) = 2 · 2.5 · 2 / 4.
+    edges = list(nx.complete_graph(5).edges)
+    colours = matcha.misra_gries(5, edges)
+    laps = [matcha.laplacian(5, [e for e in edges if colours[e] == c]) for c in sorted(set(colours.values()))]
+    p = matcha.activation_probabilities(laps, 0.5)
+    np.testing.assert_allclose(p, 0.5, atol=1e-12)
+    assert _lam2(laps, p) == pytest.approx(2.5)
+    # Mixing step: a = 2.5 I and b = a² + 2 · 0.25 L(K_5) = (6.25 + 2.5) I on 1⊥,
+    # ρ(α) = 1 − 5α + 8.75α², minimal at α = 5 / 17.5.
+    assert matcha.mixing_step(laps, p) == pytest.approx(5 / 17.5, rel=1e-8)
+
+
+def test_mixing_step_is_the_minimum_of_rho():
+    laps = [matcha.laplacian(4, [(0, 1), (2, 3)]), matcha.laplacian(4, [(1, 2)]),
+            matcha.laplacian(4, [(0, 2)])]
+    p = np.array([0.9, 0.4, 0.2])
+    alpha = matcha.mixing_step(laps, p)
+    q = matcha._complement_basis(4)
+    l_bar = sum(pj * lj for pj, lj in zip(p, laps))
+    l_tilde = sum(pj * (1 - pj) * lj for pj, lj in zip(p, laps))
+    a, b = q.T @ l_bar @ q, q.T @ (l_bar @ l_bar + 2 * l_tilde) @ q
+
+    def rho(x):
+        return np.linalg.eigvalsh(np.eye(3) - 2 * x * a + x * x * b)[-1]
+
+    grid = np.linspace(0, 2, 20001)
+    assert rho(alpha) <= min(rho(x) for x in grid) + 1e-9
+
+
+# --- Prim variants against the straightforward search they replace ---
+
+
+def _prim_reference(w, start=0, delta=None, skip_zero=False):
+    """Textbook Prim: the argmin over (tree silos in joining order) x (outside silos)."""
+    n = len(w)
+    order, out, deg, edges = [start], [v for v in range(n) if v != start], np.zeros(n, int), []
+    while out:
+        rows = [u for u in order if delta is None or deg[u] < delta]
+        sub = w[np.ix_(rows, out)].astype(float)
+        if skip_zero:
+            sub[sub == 0] = np.inf
+        r, c = np.unravel_index(np.argmin(sub), sub.shape)
+        u, v = rows[r], out[c]
+        edges.append((u, v))
+        deg[u] += 1
+        deg[v] += 1
+        order.append(v)
+        out.remove(v)
+    return edges
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(3, 14), st.integers(0, 10_000), st.integers(2, 5))
+def test_prim_variants_match_the_reference_with_ties(n, seed, delta):
+    rng = np.random.default_rng(seed)
+    w = rng.integers(1, 4, (n, n)).astype(float)  # few distinct weights: many ties
+    w = np.minimum(w, w.T)
+    np.fill_diagonal(w, 0)
+    assert [tuple(map(int, e)) for e in dmbst.delta_prim(w, delta)] == _prim_reference(w, delta=delta)
+    tree = np.zeros_like(w)
+    for u, v in _prim_reference(w, skip_zero=True):
+        tree[u, v] = tree[v, u] = w[u, v]
+    np.testing.assert_array_equal(ring.prim_dense(w), tree)
+
+
+def test_min_weight_perfect_matching_is_optimal():
+    rng = np.random.default_rng(3)
+    for n in (2, 4, 6, 8):
+        x = rng.random((n, 2))
+        w = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+        got = ring.min_weight_perfect_matching(w)
+        assert sorted(v for e in got for v in e) == list(range(n))
+        best = min(sum(w[a, b] for a, b in m) for m in _perfect_matchings(list(range(n))))
+        assert sum(w[a, b] for a, b in got) == pytest.approx(best)
+
+
+def _perfect_matchings(nodes):
+    if not nodes:
+        yield []
+        return
+    a, rest = nodes[0], nodes[1:]
+    for i, b in enumerate(rest):
+        for m in _perfect_matchings(rest[:i] + rest[i + 1:]):
+            yield [(a, b), *m]
+
+
+def test_ring_tour_is_cached_on_disk(tmp_path, monkeypatch, gaia):
+    monkeypatch.setenv("FEDSIM_CACHE_DIR", str(tmp_path))
+    ring._cached_tour.cache_clear()
+    first = ring.build(gaia, get_profile("femnist")).info["tour"]
+    files = list((tmp_path / "ring").glob("*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text())["tour"] == first
+
+    def boom(*args, **kwargs):
+        raise AssertionError("computed again")
+
+    monkeypatch.setattr(ring, "christofides", boom)
+    ring._cached_tour.cache_clear()
+    assert ring.build(gaia, get_profile("femnist")).info["tour"] == first
+    files[0].write_text(json.dumps({**json.loads(files[0].read_text()), "tour": [0, 0, 1]}))
+    ring._cached_tour.cache_clear()
+    with pytest.raises(AssertionError, match="computed again"):
+        ring.build(gaia, get_profile("femnist"))
+    monkeypatch.undo()
+    ring._cached_tour.cache_clear()
+
+
+# --- size limits ---
+
+
+def test_size_limits_refuse_before_any_work(monkeypatch, tmp_path, capsys):
+    from fedsim.cli import main
+    from fedsim.topologies import MAX_SILOS, check_size
+
+    check_size("ring", MAX_SILOS["ring"])  # at the limit: accepted
+    with pytest.raises(FedsimError, match=f"at most {MAX_SILOS['matcha_plus']} silos") as exc:
+        check_size("matcha_plus", MAX_SILOS["matcha_plus"] + 1)
+    assert "\n" not in str(exc.value)
+    # A multigraph is limited by its base too.
+    with pytest.raises(FedsimError, match=f"at most {MAX_SILOS['dmbst']} silos"):
+        check_size("multigraph", MAX_SILOS["dmbst"] + 1, base="dmbst")
+
+    n = MAX_SILOS["ring"] + 1
+    gml = tmp_path / "big.gml"
+    gml.write_text("graph [\n" + "".join(f"  node [ id {i} label \"s{i}\" ]\n" for i in range(n))
+                   + "".join(f"  edge [ source {i - 1} target {i} distance 10 ]\n" for i in range(1, n))
+                   + "]\n")
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the connectivity graph was computed")
+
+    monkeypatch.setattr("fedsim.topologies.connectivity", no_work)
+    monkeypatch.setattr("fedsim.topologies.delay.connectivity", no_work)
+    code = main(["topology", "--topology", str(gml), "--strategy", "ring"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    line = (out + err).strip()
+    assert f"ring is simulated on at most {MAX_SILOS['ring']} silos, the network has {n}" in line
+    assert len(line.splitlines()) == 1
+
+
+def test_connectivity_refuses_huge_networks_up_front():
+    from fedsim.topologies.delay import MAX_CONNECTIVITY_SILOS
+
+    n = MAX_CONNECTIVITY_SILOS + 1
+    net = Network("huge", tuple(f"s{i}" for i in range(n)), tuple((i - 1, i, 1.0) for i in range(1, n)), ())
+    with pytest.raises(FedsimError, match=f"at most {MAX_CONNECTIVITY_SILOS}"):
+        connectivity(net)

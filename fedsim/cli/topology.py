@@ -21,7 +21,7 @@ def cmd_topology(args) -> int:
     from fedsim.apps.plan import timing_topology
     from fedsim.errors import unknown_name
     from fedsim.timing.simulate import simulate
-    from fedsim.topologies import TOPOLOGIES, build_schedule, connectivity
+    from fedsim.topologies import TOPOLOGIES, build_schedule, check_size, connectivity
     from fedsim.topologies.networks import load_network
 
     not_a_strategy(args.network, "--topology")
@@ -33,6 +33,7 @@ def cmd_topology(args) -> int:
     net = load_network(args.network)
     prof = resolved_profile(args, args.profile)
     check_int_at_least("--t", args.t, 1)
+    check_size(design, net.n_silos, args.base)  # before any expensive work
     conn = connectivity(net)
     sched = build_schedule(design, conn, prof, t=args.t, base=args.base, budget=args.budget)
     if args.state is not None and not (sched.is_random or args.state < sched.n_states):

@@ -23,14 +23,16 @@ from fedsim.topologies.delay import Connectivity, DelayProfile
 from fedsim.topologies.schedule import Schedule, bidirect
 
 
-def small_blas(size: int, limit: int = 400):
-    """Run BLAS single-threaded for matrices below ``limit`` (a context manager).
+def small_blas(size: int = 0, limit: int | None = None):
+    """Run BLAS single-threaded (a context manager; ``limit``: only below that size).
 
-    Products of ~100 × 100 matrices gain nothing from threads, and a busy
-    machine makes OpenBLAS's spinning threads cost many times the work itself.
-    Without threadpoolctl installed this does nothing.
+    The simulator's matrices (up to a few thousand rows) gain little from
+    threads on the few cores it runs on, and on a busy machine OpenBLAS's
+    spinning threads cost many times the work itself (measured: 12 s instead
+    of 0.4 s CPU for one 87-silo SDP at load 9 on 2 cores). Without
+    threadpoolctl installed this does nothing.
     """
-    if size >= limit:
+    if limit is not None and size >= limit:
         return contextlib.nullcontext()
     try:
         from threadpoolctl import threadpool_limits
@@ -264,14 +266,17 @@ def _activation_probabilities(n: int, ends: np.ndarray, weights: np.ndarray, own
     """:func:`activation_probabilities` for matchings given as edges (``owner``: matching of each)."""
     if budget >= 1:
         return np.ones(k)  # λ₂ never decreases when a p_j grows
-    q = _complement_basis(n)
-    rows = (q[ends[:, 0]] - q[ends[:, 1]]) * np.sqrt(weights)[:, None]
-    sizes = np.bincount(owner, weights=np.einsum("ij,ij->i", rows, rows), minlength=k)
+    sizes = np.bincount(owner, weights=weights, minlength=k)  # total weight per matching
     uniform = np.full(k, float(budget))
     if np.allclose(sizes, sizes[0], rtol=1e-12, atol=0):
-        lam = np.linalg.eigvalsh((rows * uniform[owner][:, None]).T @ rows)
+        # Spectrum of L(uniform) on 1⊥: all equal iff L(uniform) = c (I − 11ᵀ/N).
+        lam = np.linalg.eigvalsh(_weighted_laplacian(n, ends, weights * float(budget)))[1:]
         if lam[-1] - lam[0] <= 1e-9 * abs(lam[-1]):
             return uniform
+    if len(ends) <= 3000:  # E x E traces: cheaper than E N^2 products
+        return _solve_activation_full_space(n, ends, weights, owner, k, budget)
+    q = _complement_basis(n)
+    rows = (q[ends[:, 0]] - q[ends[:, 1]]) * np.sqrt(weights)[:, None]
     return _solve_activation_probabilities(rows, owner, k, budget)
 
 
@@ -294,7 +299,16 @@ def _solve_activation_probabilities(rows: np.ndarray, owner: np.ndarray, k: int,
     rows, owner = rows[order], owner[order]
     bounds = np.searchsorted(owner, np.arange(k + 1))
 
+    stack = None
+    if k * m * m <= 15_000_000:  # A_j as dense matrices: A(p) in k m^2 instead of E m^2
+        stack = np.empty((k, m, m))
+        for j in range(k):
+            rj = rows[bounds[j]:bounds[j + 1]]
+            stack[j] = rj.T @ rj
+
     def amat(p):
+        if stack is not None:
+            return np.tensordot(p, stack, axes=1)
         return (rows * p[owner][:, None]).T @ rows
 
     def barrier(p, g, t):
@@ -307,6 +321,21 @@ def _solve_activation_probabilities(rows: np.ndarray, owner: np.ndarray, k: int,
         val = (-t * g - 2 * np.log(np.diag(r)).sum() - np.log(p).sum() - np.log1p(-p).sum()
                - np.log(cap - p.sum()))
         return val, r
+
+    def max_step(p, step, tm):
+        """Largest s keeping p + s dp strictly inside the box, the budget and the PSD cone."""
+        dp = step[:k]
+        s_max = np.inf
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s_max = min(s_max, np.min(np.where(dp < 0, -p / dp, np.inf)),
+                        np.min(np.where(dp > 0, (1 - p) / dp, np.inf)))
+            if dp.sum() > 0:
+                s_max = min(s_max, (cap - p.sum()) / dp.sum())
+        # S + s dS = R (I + s M) R^T with M = sum_i dx_i T_i.
+        low = float(np.linalg.eigvalsh(np.tensordot(step, tm, axes=1))[0])
+        if low < 0:
+            s_max = min(s_max, -1.0 / low)
+        return s_max
 
     p = np.full(k, 0.9 * budget)
     g = float(np.linalg.eigvalsh(amat(p))[0])
@@ -336,8 +365,8 @@ def _solve_activation_probabilities(rows: np.ndarray, owner: np.ndarray, k: int,
             dec = float(-grad @ step)
             if dec / 2 < 1e-9:
                 break
-            s = 1.0
-            while s > 1e-6:  # below that only rounding noise is left
+            s = s0 = min(1.0, 0.99 * max_step(p, step, tm))
+            while s > 1e-6 * s0:  # below that only rounding noise is left
                 new_val, new_r = barrier(p + s * step[:k], g + s * step[k], t)
                 if new_val <= val - 0.25 * s * dec:
                     break
@@ -349,6 +378,91 @@ def _solve_activation_probabilities(rows: np.ndarray, owner: np.ndarray, k: int,
             break
         t *= 20.0
         val, r = barrier(p, g, t)
+    if not np.all(np.isfinite(p)):
+        raise FedsimError("MATCHA activation-probability problem failed; try another --budget")
+    return np.clip(p, 0.0, 1.0)
+
+
+def _solve_activation_full_space(n: int, ends: np.ndarray, weights: np.ndarray, owner: np.ndarray,
+                                 k: int, budget: float, rel_gap: float = 1e-8) -> np.ndarray:
+    """The same barrier method as :func:`_solve_activation_probabilities`, posed in ``R^N``.
+
+    For few edges ``E`` on many silos: with ``M = L(p) − γI + (γ + 1) 11ᵀ/N``
+    (``M ≻ 0`` iff ``Qᵀ L(p) Q ≻ γI``; ``log det M = log det(Qᵀ(L(p) − γI)Q)``)
+    and ``b_e = e_u − e_v ⊥ 1``, every trace the Newton step needs is an entry
+    of ``G = B M⁻¹ Bᵀ`` (``E × E``): ``tr(S⁻¹A_j) = Σ_{e∈j} G_ee``,
+    ``tr(S⁻¹A_iS⁻¹A_j) = Σ_{e∈i, f∈j} G_ef²``. One ``N × N`` inverse and
+    ``E²`` gathers per step instead of ``O(E N²)`` products.
+    """
+    cap = budget * k
+    nu = (n - 1) + 2 * k + 1
+    u, v = ends[:, 0], ends[:, 1]
+    sw = np.sqrt(weights)
+    onehot = np.zeros((len(ends), k))
+    onehot[np.arange(len(ends)), owner] = 1.0
+    eye = np.eye(n)
+
+    def mmat(p, g):
+        return _weighted_laplacian(n, ends, weights * p[owner]) - g * eye + (g + 1.0) / n
+
+    def barrier(p, g, t):
+        if np.any(p <= 0) or np.any(p >= 1) or p.sum() >= cap:
+            return np.inf, None
+        m = mmat(p, g)
+        try:
+            r = np.linalg.cholesky(m)
+        except np.linalg.LinAlgError:
+            return np.inf, None
+        val = (-t * g - 2 * np.log(np.diag(r)).sum() - np.log(p).sum() - np.log1p(-p).sum()
+               - np.log(cap - p.sum()))
+        return val, m
+
+    p = np.full(k, 0.9 * budget)
+    g = float(np.linalg.eigvalsh(mmat(p, 0.0) - 1.0 / n)[1])  # λ₂ of L(p)
+    g -= 0.5 * abs(g) + 1e-9
+    t = nu / max(abs(g), 1e-12)
+    val, m = barrier(p, g, t)
+    for _outer in range(60):
+        for _newton in range(100):
+            minv = np.linalg.inv(m)
+            y = (minv[:, u] - minv[:, v]) * sw  # columns M^-1 c_e
+            gmat = (y[u] - y[v]) * sw[:, None]  # G_ef = c_e^T M^-1 c_f
+            hess = np.empty((k + 1, k + 1))
+            hess[:k, :k] = onehot.T @ (gmat * gmat) @ onehot
+            hess[:k, k] = hess[k, :k] = -(onehot.T @ np.einsum("ie,ie->e", y, y))
+            hess[k, k] = float(np.einsum("ij,ij->", minv, minv)) - 1.0
+            grad = np.empty(k + 1)
+            slack = cap - p.sum()
+            grad[:k] = -(onehot.T @ np.diag(gmat)) - 1 / p + 1 / (1 - p) + 1 / slack
+            grad[k] = -t + float(np.trace(minv)) - 1.0
+            hess[:k, :k] += np.diag(1 / p**2 + 1 / (1 - p) ** 2) + 1 / slack**2
+            try:
+                step = np.linalg.solve(hess, -grad)
+            except np.linalg.LinAlgError:
+                step = -grad
+            dec = float(-grad @ step)
+            if dec / 2 < 1e-9:
+                break
+            dp = step[:k]
+            s0 = 1.0
+            with np.errstate(divide="ignore", invalid="ignore"):
+                s0 = min(s0, 0.99 * np.min(np.where(dp < 0, -p / dp, np.inf)),
+                         0.99 * np.min(np.where(dp > 0, (1 - p) / dp, np.inf)))
+                if dp.sum() > 0:
+                    s0 = min(s0, 0.99 * slack / dp.sum())
+            s = s0
+            while s > 1e-6 * s0:
+                new_val, new_m = barrier(p + s * dp, g + s * step[k], t)
+                if new_val <= val - 0.25 * s * dec:
+                    break
+                s *= 0.5
+            else:
+                break
+            p, g, val, m = p + s * dp, g + s * step[k], new_val, new_m
+        if nu / t <= rel_gap * max(abs(g), 1e-12):
+            break
+        t *= 20.0
+        val, m = barrier(p, g, t)
     if not np.all(np.isfinite(p)):
         raise FedsimError("MATCHA activation-probability problem failed; try another --budget")
     return np.clip(p, 0.0, 1.0)
