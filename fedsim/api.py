@@ -28,7 +28,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -330,7 +330,8 @@ def run(
         ``t``, ``base``, ``budget``, ``mu``, ``alpha``, ``lr``,
         ``checkpoint_every``, ``compute_ms``, ``workers``,
         ``max_failed_rounds``, ``round_timeout``, ``data_plane``,
-        ``sync_every``, ``peer_timeout``...; its default is the command's.
+        ``sync_every``, ``peer_timeout``...: the fields of
+        :class:`~fedsim.apps.config.RunConfig`, with its defaults.
 
     Returns
     -------
@@ -346,36 +347,23 @@ def run(
        round  sim_cum_ms  eval_metric
     3      3     136.4...       0.2...
     """
-    args = _run_args(topology, strategy, task, rounds, seed, out, overwrite, silos, progress, task_options,
-                     options)
+    from fedsim.apps.config import RunConfig
+    from fedsim.apps.rundir import new_run
     from fedsim.apps.simulation import run_simulation
-    from fedsim.cli.run import _new_run_dir
 
-    cfg, run_dir = _new_run_dir(args)  # the same checks and run folder as ``fedsim run``
+    valid = sorted(f.name for f in fields(RunConfig) if f.name not in RUN_FIELDS_FIXED) + ["alpha", "lr"]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise FedsimError(f"unknown option {unknown[0]!r}; valid: {', '.join(valid)}")
+    task_options = dict(task_options or {})
+    for key in ("alpha", "lr"):  # fedsim run's --alpha/--lr are task options
+        if options.get(key) is not None:
+            task_options[key] = options.pop(key)
+    cfg = RunConfig(network=str(topology), strategy=strategy, task=task, rounds=rounds, seed=seed,
+                    task_options=task_options, **options)
+    cfg, run_dir = new_run(cfg, out, overwrite, silos, cfg.workers)  # the same checks and folder as ``fedsim run``
     run_simulation(cfg, run_dir, progress=progress)
     return load_run(run_dir)
 
 
-def _run_args(topology, strategy, task, rounds, seed, out, overwrite, silos, progress, task_options, options):
-    """The ``fedsim run`` arguments of a :func:`run` call: the command's own defaults, then the call's values."""
-    import argparse
-
-    from fedsim.cli import run as run_cmd
-
-    parser = argparse.ArgumentParser(prog="fedsim")
-    run_cmd.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["run"])
-    fixed = {"topology", "network", "strategy", "task", "rounds", "seed", "out", "overwrite", "silos", "task_option",
-             "no_progress", "resume", "engine", "np", "func", "command"}
-    valid = sorted(k for k in vars(args) if k not in fixed)
-    for key, value in options.items():
-        if key not in valid:
-            raise FedsimError(f"unknown option {key!r}; valid: {', '.join(valid)}")
-        setattr(args, key, value)
-    args.topology, args.network, args.strategy, args.task = topology, None, strategy, task
-    args.rounds, args.seed, args.out, args.overwrite, args.silos = rounds, seed, out, overwrite, silos
-    args.out = None if out is None else str(out)
-    args.task_option = [f"{k}={json.dumps(v)}" for k, v in (task_options or {}).items()]
-    args.no_progress = not progress
-    args.argv = []
-    return args
+RUN_FIELDS_FIXED = {"network", "strategy", "task", "rounds", "seed", "task_options", "profile"}

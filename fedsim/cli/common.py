@@ -8,6 +8,13 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from fedsim.apps.rundir import (  # noqa: F401 - the run folder's checks, shared with the Python API
+    RUN_FILES,
+    check_fault,
+    check_silos,
+    check_task_options,
+    holds_run,
+)
 from fedsim.errors import FedsimError, check_int_at_least, check_positive
 
 if TYPE_CHECKING:
@@ -185,42 +192,6 @@ def refuse_existing(path, flag: str, overwrite: bool) -> None:
         raise FedsimError(f"{flag} {path} already exists; give another {flag} or --overwrite to replace it")
 
 
-def check_task_options(task: str, options: dict, n_silos: int | None = None) -> dict:
-    """The task's own check of its options (``fedsim.clients.parse_options``) and, with ``n_silos``, of
-    the silo count it can serve (``fedsim.clients.check_silos``): before anything is built or written."""
-    import fedsim.clients as clients
-
-    if hasattr(clients, "parse_options"):
-        clients.parse_options(task, dict(options))
-    if n_silos is not None and hasattr(clients, "check_silos"):
-        clients.check_silos(task, dict(options), n_silos)
-    return options
-
-
-def check_silos(net, n: int | None) -> None:
-    """``--silos N``: 2..the network's silo count, and the network has the coordinates it needs."""
-    if not n:
-        return
-    if not 2 <= n <= net.n_silos:
-        raise FedsimError(f"--silos must be within 2..{net.n_silos} (network {net.name}), got {n}")
-    if any(c is None for c in (net.coords or [None])[:n]):
-        raise FedsimError(f"--silos needs silo coordinates; network {net.name} has none")
-
-
-def check_fault(spec: str | None, n_silos: int, rounds: int) -> None:
-    """``--inject-fault SILO:ROUND`` names a silo and a round the run has."""
-    if spec is None:
-        return
-    parts = str(spec).split(":")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise FedsimError(f"--inject-fault expects SILO:ROUND (integers), got {spec!r}")
-    silo, rnd = (int(p) for p in parts)
-    if silo >= n_silos:
-        raise FedsimError(f"--inject-fault {spec}: silo must be in 0..{n_silos - 1}, got {silo}")
-    if not 1 <= rnd <= rounds:
-        raise FedsimError(f"--inject-fault {spec}: round must be in 1..{rounds}, got {rnd}")
-
-
 def fedprox_warning(strategy: str, local_steps: int) -> None:
     """FedProx with one local step equals FedAvg (its proximal term is zero at the anchor): say so."""
     import sys
@@ -332,13 +303,6 @@ def training_config(args, network: str, **extra):
     return cfg
 
 
-RUN_MARKERS = ("rounds.csv", "checkpoint.npz", "config.json", "summary.json")  # a folder with one holds a run
-
-
-def holds_run(run_dir) -> bool:
-    return any((_path(run_dir) / name).exists() for name in RUN_MARKERS)
-
-
 def resume_dir(path: str):
     """``--resume RUN_DIR``: a run folder with a config and a checkpoint to continue from."""
     run_dir = _path(path)
@@ -385,7 +349,6 @@ def resumed_config(args, run_dir):
     return cfg
 
 
-RUN_FILES = ("rounds.csv", "checkpoint.npz", "summary.json", "failures.json")  # what --overwrite replaces
 
 
 def print_summary(s: dict, wall: str = "real") -> None:
@@ -412,8 +375,10 @@ MAX_TRANSFER_MS = 1e12  # one model over one link in more than ~30 years: a capa
 
 def resolved_profile(args, name: str):
     """The delay profile ``name`` with the command line's overrides and calibration."""
+    from fedsim.clients import (
+        get_profile,  # published workloads and the tasks' profiles
+    )
     from fedsim.timing.calibration import deployment_profile
-    from fedsim.clients import get_profile  # published workloads and the tasks' profiles
 
     prof = get_profile(name, **profile_overrides(args))
     if args.local_ms is not None or args.round_trips is not None:

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 from fedsim.cli.common import (
     NETWORK_HELP,
-    RUN_FILES,
     add_training_flags,
-    check_fault,
-    check_silos,
-    check_task_options,
-    holds_run,
     int_in,
     out_dir,
     positive_float,
@@ -24,45 +19,20 @@ from fedsim.errors import FedsimError
 
 def _new_run_dir(args):
     """``(cfg, run_dir)`` of a new ``fedsim run``: validated, the run folder prepared (``--overwrite``)."""
-    from pathlib import Path
-
-    from fedsim.apps.records import SILO_STATE_DIR
-    from fedsim.topologies.networks import first_silos_gml, load_network
+    from fedsim.apps.rundir import new_run
 
     network = args.network or args.topology
     if network is None:
         raise FedsimError("give the network with --topology NAME (or --network NAME), e.g. --topology gaia")
     if args.network and args.topology and args.network != args.topology:
         raise FedsimError(f"--topology {args.topology} and --network {args.network} disagree; give one")
-    net = load_network(network)  # fail on a bad network before anything is written
-    check_silos(net, args.silos)
-    stem = Path(network).stem.replace(":", "-") + (f"-{args.silos}" if args.silos else "")
-    run_dir = Path(args.out or f"runs/{stem}-{args.strategy}-{args.task}-s{args.seed}")
-    if args.out is None:
-        out_dir(str(run_dir))  # the default folder is checked like --out
     cfg = training_config(args, network, max_failed_rounds=args.max_failed_rounds,
                           round_timeout=args.round_timeout, workers=args.workers,
                           inject_fault=args.inject_fault)
-    check_fault(cfg.inject_fault, args.silos or net.n_silos, cfg.rounds)
-    if args.workers > (args.silos or net.n_silos):  # more ClientApp actors than silos only cost memory
-        raise FedsimError(f"--workers must be within 0..{args.silos or net.n_silos} (one actor per silo at most), "
-                          f"got {args.workers}")
-    check_task_options(cfg.task, cfg.task_options, args.silos or net.n_silos)
-    if holds_run(run_dir) and not args.overwrite:
-        raise FedsimError(f"{run_dir} already holds a run; use --resume {run_dir}, another --out, or --overwrite")
-    if args.overwrite:
-        import shutil
-
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(run_dir / SILO_STATE_DIR, ignore_errors=True)  # the silos' own kept parameters
-    if args.silos:
-        cfg.network = first_silos_gml(network, args.silos, run_dir)
-    return cfg, run_dir
+    return new_run(cfg, args.out, args.overwrite, args.silos, args.workers)
 
 
 def cmd_run(args) -> int:
-    from pathlib import Path
 
     if args.engine == "mpi":
         if args.ray_address:
