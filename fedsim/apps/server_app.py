@@ -58,12 +58,16 @@ QUERY_TIMEOUT_S = 600.0  # generous: on a loaded machine the first message waits
 QUERY_RETRY_S = 10.0
 
 
-def _map_silos(grid: Grid, nodes: list[int], n: int, peers: dict | None = None) -> dict[int, int]:
+def _map_silos(grid: Grid, nodes: list[int], n: int, peers: dict | None = None,
+               retry: float | None = QUERY_RETRY_S) -> dict[int, int]:
     """Ask every node which silo it serves (its ``partition-id``).
 
-    A node that has not answered after ``QUERY_RETRY_S`` is asked again: a
-    SuperNode that still held the reply of a stopped run's message sends a
-    new run's reply only when it pulls its next message (Flower 1.42).
+    In a deployment, a node that has not answered after ``retry`` seconds is
+    asked again: a SuperNode that still held the reply of a stopped run's
+    message sends a new run's reply only when it pulls its next message
+    (Flower 1.42). The Simulation Engine has no such case (``retry=None``):
+    there a late reply only means the ClientApp actors are still starting,
+    and asking again would queue duplicate work for them.
     ``peers``, when given, is filled with each silo's peer data plane
     settings from its reply (address, certificate identity).
     """
@@ -75,7 +79,7 @@ def _map_silos(grid: Grid, nodes: list[int], n: int, peers: dict | None = None) 
     while pending and (left := deadline - time.monotonic()) > 0:
         msgs = [Message(RecordDict({"config": ConfigRecord({})}), nid, "query") for nid in pending]
         unplaced: list[str] = []  # error replies the SuperLink wrote for a node (their source is not the node)
-        for reply in grid.send_and_receive(msgs, timeout=min(QUERY_RETRY_S, left)):
+        for reply in grid.send_and_receive(msgs, timeout=left if retry is None else min(retry, left)):
             node = reply.metadata.src_node_id
             if reply.has_error():
                 why = reply.error.reason or f"error code {reply.error.code}"
@@ -526,7 +530,7 @@ def serve(grid: Grid, cfg: RunConfig, run_dir: Path, progress: bool = True, resu
     atomic_write_text(run_dir / "config.json", cfg.to_json())
     nodes = _wait_for_nodes(grid, plan.n)
     peers: dict[int, dict] = {}
-    node_of_silo = _map_silos(grid, nodes, plan.n, peers)
+    node_of_silo = _map_silos(grid, nodes, plan.n, peers, retry=QUERY_RETRY_S if deployed else None)
     book = Book(plan, run_dir, plane, progress, min_silos)
     resumed = book.resume() if resume else None
     base_cfg = {"run-key": cfg.key(), "checkpoint-every": cfg.checkpoint_every,
