@@ -49,6 +49,27 @@ def test_same_config_same_clock(tri_network, monkeypatch):
     assert plans[0].cfg.profile["compute_ms"] == DigitsTask.reference_step_ms
     fixed = RunPlan.build(RunConfig(network=tri_network, strategy="ring", rounds=3, compute_ms=5.0))
     assert fixed.profile.compute_ms == 5.0 and "step fixed at 5 ms" in fixed.cfg.profile["description"]
+    # a fixed step time is never measured, even with options that change the step
+    other = RunPlan.build(RunConfig(network=tri_network, strategy="ring", rounds=3, compute_ms=5.0,
+                                    task_options={"batch_size": 8}))
+    assert other.profile.compute_ms == 5.0
+
+
+def test_same_command_same_records(tri_network, tmp_path, task_identity):
+    """Two runs of one configuration write the same rounds.csv, byte for byte, but for the wall_s column."""
+    import csv
+
+    from conftest import ClientAppGrid
+    from fedsim.apps.server_app import serve
+
+    tables = []
+    for name in ("a", "b"):
+        cfg = RunConfig(network=tri_network, strategy="multigraph", rounds=4, seed=7, task_options={"lr": 0.3})
+        serve(ClientAppGrid(3), cfg, tmp_path / name, progress=False)
+        with open(tmp_path / name / "rounds.csv") as fh:
+            tables.append([{k: v for k, v in row.items() if k != "wall_s"} for row in csv.DictReader(fh)])
+    assert len(tables[0]) == 5 and tables[0] == tables[1]
+    assert float(tables[0][-1]["sim_cum_ms"]) > 0
 
 
 @pytest.mark.parametrize("value", ["fast", -1.0, 0.0])
