@@ -245,3 +245,50 @@ def test_gcd_folder_errors(tmp_path):
     (bad / "seq00" / "music.npy").write_text("not an array")
     with pytest.raises(FedsimError, match="cannot read .*music.npy"):
         get_task("gcd", opts(bad))
+
+
+def test_digits_data_is_scikit_learns():
+    """The digits are read from scikit-learn's own data file without importing sklearn.datasets."""
+    from sklearn.datasets import load_digits
+
+    from fedsim.clients.digits import data
+
+    data.load.cache_clear()
+    x, y = data.load()
+    ref = load_digits()
+    np.testing.assert_array_equal(x[:, 0] * 16.0, ref.images)
+    np.testing.assert_array_equal(y, ref.target)
+
+
+def test_digits_training_imports_neither_sklearn_datasets_nor_dynamo():
+    """What a ClientApp actor pays on its first round: no sklearn.datasets, no torch._dynamo (~2.4 s CPU)."""
+    code = ("import sys, torch\n"
+            "from fedsim.clients import get_task\n"
+            "t = get_task('digits'); torch.manual_seed(0); m = t.model()\n"
+            "t.train(m, t.partition(0, 3, 0), 2, torch.Generator().manual_seed(0))\n"
+            "print(sorted(k for k in ('sklearn.datasets', 'torch._dynamo') if k in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+
+
+def test_plain_sgd_is_torch_sgd_bit_for_bit():
+    import torch
+
+    from fedsim.clients.base import PlainSGD
+
+    torch.manual_seed(0)
+    a = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 3))
+    b = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 3))
+    b.load_state_dict(a.state_dict())
+    start = a[0].weight.detach().clone()
+    opts = (torch.optim.SGD(a.parameters(), lr=0.37), PlainSGD(b.parameters(), lr=0.37))
+    x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
+    for _ in range(5):
+        for model, opt in zip((a, b), opts):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+    assert not torch.equal(a[0].weight, start)  # it did train

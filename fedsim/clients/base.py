@@ -162,6 +162,30 @@ def prox_term(model: torch.nn.Module, anchor: list[torch.Tensor] | None, mu: flo
     return 0.5 * mu * sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
 
 
+class PlainSGD:
+    """SGD without momentum or weight decay: ``w -= lr * grad``.
+
+    The arithmetic of ``torch.optim.SGD(params, lr)`` on CPU (its single-tensor
+    path, bit for bit), without what every ``torch.optim`` optimizer does on
+    its first step: import ``torch._dynamo``, 1.2 s of CPU in every process
+    that trains (each ClientApp actor of a simulation pays it once).
+    """
+
+    def __init__(self, params, lr: float) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        self.lr = float(lr)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for p in self.params:
+            if p.grad is not None:
+                p.add_(p.grad, alpha=-self.lr)
+
+
 def minibatch_steps(model: torch.nn.Module, data: SiloData, steps: int, generator: torch.Generator,
                     optimizer: torch.optim.Optimizer, batch_size: int, loss_fn=None,
                     prox_mu: float = 0.0, anchor: list[torch.Tensor] | None = None, *,

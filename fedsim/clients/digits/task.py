@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fedsim.clients.base import SiloData, Task, minibatch_steps
+from fedsim.clients.base import PlainSGD, SiloData, Task, minibatch_steps
 from fedsim.clients.digits.data import silo_split
 from fedsim.clients.digits.model import DigitsCNN
 from fedsim.clients.digits.options import DigitsOptions
@@ -36,7 +36,7 @@ class DigitsTask(Task):
         return silo_split(silo, n_silos, seed, o.alpha, o.test_fraction, o.min_size)
 
     def train(self, model, data, steps, generator, prox_mu=0.0, anchor=None):
-        opt = torch.optim.SGD(model.parameters(), lr=self.options.lr)
+        opt = PlainSGD(model.parameters(), lr=self.options.lr)
         return minibatch_steps(model, data, steps, generator, opt, self.options.batch_size,
                                nn.functional.cross_entropy, prox_mu, anchor)
 
