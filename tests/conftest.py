@@ -25,7 +25,7 @@ class ClientAppGrid:
 
     ``tamper(silo, round, arrays, metrics)`` may rewrite a training reply on
     its way back (return ``(arrays, metrics)``, or ``None`` to keep it), as a
-    broken or malicious SuperNode would send it.
+    broken or malicious SuperNode would send it. Nodes in ``dead`` never reply.
     """
 
     def __init__(self, n: int, tamper=None) -> None:
@@ -35,6 +35,7 @@ class ClientAppGrid:
         self.contexts = {nid: Context(run_id=1, node_id=nid, node_config={"partition-id": i, "num-partitions": n},
                                       state=RecordDict(), run_config={}) for i, nid in enumerate(self.nodes)}
         self.tamper = tamper
+        self.dead: set[int] = set()
 
     def get_node_ids(self):
         return list(self.nodes)
@@ -47,6 +48,8 @@ class ClientAppGrid:
         out = []
         for msg in messages:
             nid = msg.metadata.dst_node_id
+            if nid in self.dead:
+                continue
             msg.metadata.__dict__["_message_id"] = f"m{id(msg)}"
             reply = app(msg, self.contexts[nid])
             if self.tamper and msg.metadata.message_type == "train" and not reply.has_error():

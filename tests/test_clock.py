@@ -60,6 +60,7 @@ def test_same_command_same_records(tri_network, tmp_path, task_identity):
     import csv
 
     from conftest import ClientAppGrid
+
     from fedsim.apps.server_app import serve
 
     tables = []

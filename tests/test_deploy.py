@@ -28,11 +28,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import (
+    ClientAppGrid as InProcessGrid,  # nodes running fedsim's ClientApp in this process
+)
 
 from fedsim.apps.config import RunConfig
 from fedsim.deploy import certs, commands, keys
-from fedsim.strategies import mixing as faults  # the renormalisation rule of lost silos
 from fedsim.errors import FedsimError
+from fedsim.strategies import mixing as faults  # the renormalisation rule of lost silos
 
 
 @pytest.fixture(scope="module")
@@ -364,34 +367,6 @@ def test_renormalise_hand_computed():
     np.testing.assert_allclose(faults.renormalise(ring, np.ones(3, bool)), ring)
 
 
-class InProcessGrid:
-    """A grid whose nodes run fedsim's ClientApp in this process; ``dead`` nodes never reply."""
-
-    def __init__(self, n: int) -> None:
-        from flwr.app import Context, RecordDict
-
-        self.nodes = [101 + i for i in range(n)]
-        self.contexts = {nid: Context(run_id=1, node_id=nid, node_config={"partition-id": i, "num-partitions": n},
-                                      state=RecordDict(), run_config={}) for i, nid in enumerate(self.nodes)}
-        self.dead: set[int] = set()
-        self.rounds_seen = 0
-
-    def get_node_ids(self):
-        return list(self.nodes)
-
-    def send_and_receive(self, messages, *, timeout=None):
-        from fedsim.apps.client_app import app
-
-        out = []
-        for msg in messages:
-            nid = msg.metadata.dst_node_id
-            if nid in self.dead:
-                continue
-            msg.metadata.__dict__["_message_id"] = f"m{id(msg)}"
-            out.append(app(msg, self.contexts[nid]))
-        return out
-
-
 def _ring_w(net_path: str, cfg: RunConfig) -> np.ndarray:
     from fedsim.topologies import build_schedule, connectivity
     from fedsim.topologies.delay import DelayProfile
@@ -413,8 +388,6 @@ def test_silo_query_asks_again_a_node_that_did_not_answer(task_identity, monkeyp
     """A SuperNode may hold a new run's query reply until it pulls its next message: ask again."""
     from fedsim.apps import server_app
 
-    monkeypatch.setattr(server_app, "QUERY_RETRY_S", 0.01)
-
     class HoldsFirstReply(InProcessGrid):
         def __init__(self, n):
             super().__init__(n)
@@ -424,14 +397,15 @@ def test_silo_query_asks_again_a_node_that_did_not_answer(task_identity, monkeyp
         def send_and_receive(self, messages, *, timeout=None):
             self.sent.append([m.metadata.dst_node_id for m in messages])
             replies = super().send_and_receive(messages, timeout=timeout)
-            if len(self.sent) == 1:  # node 102's reply stays on the node this time
-                self.held = next(r for r in replies if r.metadata.src_node_id == 102)
+            if len(self.sent) == 1:  # silo 1's node keeps its reply this time
+                self.held = next(r for r in replies if r.metadata.src_node_id == self.nodes[1])
                 return [r for r in replies if r is not self.held]
             return replies
 
     grid = HoldsFirstReply(3)
-    assert server_app._map_silos(grid, grid.nodes, 3) == {0: 101, 1: 102, 2: 103}
-    assert grid.sent == [[101, 102, 103], [102]]  # only the silent node was asked again
+    a, b, c = grid.nodes
+    assert server_app._map_silos(grid, grid.nodes, 3, retry=0.01) == {0: a, 1: b, 2: c}
+    assert grid.sent == [[a, b, c], [b]]  # only the silent node was asked again
 
 
 @pytest.mark.slow

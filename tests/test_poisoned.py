@@ -15,9 +15,9 @@ import math
 
 import numpy as np
 import pytest
-from fedsim.apps.config import RunConfig
-
 from conftest import ClientAppGrid as TamperingGrid
+
+from fedsim.apps.config import RunConfig
 
 
 def _cfg(net, strategy="fedavg", **kw) -> RunConfig:

@@ -11,8 +11,8 @@ import json
 import shutil
 
 import pytest
-
 from conftest import ClientAppGrid
+
 from fedsim.apps.config import RunConfig
 from fedsim.apps.records import check_resumable
 from fedsim.errors import FedsimError

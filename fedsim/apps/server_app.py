@@ -59,7 +59,7 @@ QUERY_RETRY_S = 10.0
 
 
 def _map_silos(grid: Grid, nodes: list[int], n: int, peers: dict | None = None,
-               retry: float | None = QUERY_RETRY_S) -> dict[int, int]:
+               retry: float | None = None) -> dict[int, int]:
     """Ask every node which silo it serves (its ``partition-id``).
 
     In a deployment, a node that has not answered after ``retry`` seconds is
