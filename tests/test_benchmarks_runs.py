@@ -44,3 +44,15 @@ def test_startup_quick(bench_path):
     out = startup.main(["--quick"])
     first, total = out["run: round 1 recorded"][0], out["run: 1-round run, exit"][0]
     assert 0 < first <= total
+
+
+def test_engine_overhead_quick(tmp_path):
+    """The per-round overhead benchmark end to end, tiny: its plain loop must match fedsim's records."""
+    import subprocess
+
+    out = tmp_path / "eo"
+    cmd = [sys.executable, str(BENCH / "engine_overhead.py"), "--reps", "1", "--rounds", "4", "--skip", "1",
+           "--strategies", "ring", "--no-breakdown", "--idle", "0", "--max-wait", "0", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "result.md").exists() and "ring" in (out / "result.md").read_text()

@@ -77,3 +77,25 @@ def test_same_command_same_records(tri_network, tmp_path, task_identity):
 def test_bad_compute_ms(value):
     with pytest.raises(FedsimError, match="--compute-ms"):
         RunConfig(compute_ms=value).validate()
+
+
+def test_a_kept_silo_object_changes_no_result(tri_network, tmp_path, task_identity):
+    """The ClientApp keeps each silo's model object between hub messages (one actor serves many silos);
+    a second run in the same process, whose silos start from their initial local state again, must write
+    the same records as the first (CDL keeps parameters that never leave the silo)."""
+    import csv
+
+    from conftest import ClientAppGrid
+    from fedsim.apps.client_app import _hub_silo
+    from fedsim.apps.server_app import serve
+
+    _hub_silo.cache_clear()
+    tables = []
+    for name in ("first", "again"):
+        cfg = RunConfig(network=tri_network, strategy="ring", task="cdl", rounds=2, seed=5, compute_ms=5.0,
+                        task_options={"n_per_silo": 12})
+        serve(ClientAppGrid(3), cfg, tmp_path / name, progress=False)
+        with open(tmp_path / name / "rounds.csv") as fh:
+            tables.append([{k: v for k, v in row.items() if k != "wall_s"} for row in csv.DictReader(fh)])
+    assert _hub_silo.cache_info().hits > 0  # the second run did reuse the objects
+    assert tables[0] == tables[1]
