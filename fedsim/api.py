@@ -76,6 +76,8 @@ def cycle_times(
     workers: int = 1,
     progress: bool = False,
     ray_address: str | None = None,
+    stragglers: str | None = None,
+    compute_ms_file: str | None = None,
 ) -> pd.DataFrame:
     """Simulated cycle time of every topology x strategy x delay profile.
 
@@ -104,6 +106,12 @@ def cycle_times(
         Parallel Ray workers (1: sequential, no Ray).
     progress : bool
         Show a progress bar.
+    stragglers : str, optional
+        ``"lognormal:SIGMA"``: each silo's step time is the profile's times a
+        seeded draw of ``exp(N(0, SIGMA^2))`` (``seed``).
+    compute_ms_file : str, optional
+        A CSV of per-silo ``compute_ms`` / ``upload_bps`` / ``download_bps``
+        (column ``silo``: index or name), see :mod:`fedsim.topologies.stragglers`.
     ray_address : str, optional
         ``HOST:PORT`` of a Ray cluster's head, or ``"auto"``: one task per
         (topology, profile) on that existing cluster (``workers`` is then unused).
@@ -130,11 +138,11 @@ def cycle_times(
     """
     import pandas as pd
 
+    from fedsim.clients import get_profile
     from fedsim.errors import unknown_name
     from fedsim.timing.calibration import deployment_profile
     from fedsim.timing.sweep import SweepConfig, run_sweep
     from fedsim.topologies import TOPOLOGIES
-    from fedsim.clients import get_profile
     from fedsim.topologies.delay import DelayProfile
     from fedsim.topologies.networks import BUILTIN_NETWORKS, load_network
 
@@ -166,9 +174,18 @@ def cycle_times(
             prof = deployment_profile(prof, prof.tc if local_ms is None else local_ms,
                                       1.0 if round_trips is None else round_trips)
         resolved.append((p.name if isinstance(p, DelayProfile) else p, prof))
+    if stragglers is not None:
+        from fedsim.topologies.stragglers import parse_stragglers
+
+        parse_stragglers(stragglers)
     for n in networks:
-        load_network(n)  # a bad network fails before anything is computed
-    configs = [SweepConfig(n, label, tuple(sorted(overrides.items())), t, budget, seed, resolved=prof)
+        net = load_network(n)  # a bad network or silo file fails before anything is computed
+        if compute_ms_file is not None:
+            from fedsim.topologies.stragglers import read_silo_file
+
+            read_silo_file(compute_ms_file, list(net.silos))
+    configs = [SweepConfig(n, label, tuple(sorted(overrides.items())), t, budget, seed, resolved=prof,
+                           stragglers=stragglers, compute_file=compute_ms_file)
                for label, prof in resolved for n in networks]
     rows = run_sweep(configs, wirings, workers=workers, progress=progress, ray_address=ray_address)
     df = pd.DataFrame([(r.network, r.topology, r.profile, r.cycle_time_ms, r.silos, r.detail) for r in rows],

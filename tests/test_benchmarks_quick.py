@@ -45,3 +45,14 @@ def test_timing_speed_quick(bench_path, capsys):
 
     assert timing_speed.main(["--quick"]) == 0
     assert "Table 3, cold process" in capsys.readouterr().out
+
+
+def test_stragglers_quick(bench_path, capsys):
+    sys.modules.pop("stragglers", None)
+    import stragglers
+
+    out = stragglers.main(["--quick"])
+    slow, calm = out["gaia"][1.0], out["gaia"][0.0]
+    assert set(slow.index) == set(stragglers.STRATEGIES)
+    assert (slow > calm).all()  # every strategy waits for some straggler
+    assert "| multigraph |" in capsys.readouterr().out

@@ -42,6 +42,11 @@ class RunConfig:
         Seconds to wait for replies in a round (None: wait for all).
     workers : int
         Parallel ClientApp actors in simulation (0: one per core).
+    stragglers, compute_ms_file : str or None
+        Heterogeneous silos in the simulated clock (``"lognormal:SIGMA"``,
+        drawn with ``seed``; a per-silo CSV): see
+        :mod:`fedsim.topologies.stragglers`. The resolved per-silo values are
+        kept in ``profile``.
     ray_address : str or None
         ``HOST:PORT`` or ``"auto"``: run the Simulation Engine on that existing
         Ray cluster (one ClientApp actor per cluster CPU) instead of starting a
@@ -91,6 +96,8 @@ class RunConfig:
     sync_every: int | None = None
     peer_timeout: float = 60.0
     ray_address: str | None = None
+    stragglers: str | None = None
+    compute_ms_file: str | None = None
 
     def validate(self) -> RunConfig:
         from fedsim.clients import TASKS
@@ -125,6 +132,10 @@ class RunConfig:
             if isinstance(self.compute_ms, str):
                 raise FedsimError(f"--compute-ms expects a number of ms or 'measure', got {self.compute_ms!r}")
             check_positive("--compute-ms", self.compute_ms)
+        if self.stragglers is not None:
+            from fedsim.topologies.stragglers import parse_stragglers
+
+            parse_stragglers(self.stragglers)
         if self.inject_fault is not None:
             parts = str(self.inject_fault).split(":")
             if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):

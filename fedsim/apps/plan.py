@@ -23,7 +23,7 @@ def timing_topology(strategy: str) -> str:
     return "star" if strategy in ("fedavg", "fedprox", "star") else strategy
 
 
-def resolve_profile(cfg: RunConfig, task):
+def resolve_profile(cfg: RunConfig, task, silos: list[str] | None = None):
     """The task's delay profile: resolved once per run (the task's reference step time, a measured
     one with ``compute_ms="measure"``, or ``compute_ms`` itself), then read from the config."""
     from fedsim.topologies.delay import DelayProfile
@@ -36,6 +36,10 @@ def resolve_profile(cfg: RunConfig, task):
                                             f"{cfg.compute_ms:g} ms")
         else:
             prof = task.profile(measure=cfg.compute_ms == "measure")
+        if cfg.stragglers or cfg.compute_ms_file:  # each silo's own step time / capacities, kept in config.json
+            from fedsim.topologies.stragglers import heterogeneous
+
+            prof = heterogeneous(prof, list(silos or []), cfg.compute_ms_file, cfg.stragglers, cfg.seed)
         cfg.profile = asdict(prof)
     prof = DelayProfile(**{k: v for k, v in cfg.profile.items() if k != "description"})
     return prof.with_overrides(local_steps=cfg.local_steps)
@@ -66,7 +70,7 @@ class RunPlan:
         net = load_network(cfg.network)
         conn = connectivity(net)
         task = get_task(cfg.task, cfg.task_options)
-        profile = resolve_profile(cfg, task)
+        profile = resolve_profile(cfg, task, list(net.silos))
         topo = timing_topology(cfg.strategy)
         schedule = build_schedule(topo, conn, profile, t=cfg.t, base=cfg.base, budget=cfg.budget)
         clock = simulate(schedule, conn, profile, rounds=cfg.rounds, seed=cfg.seed)

@@ -221,6 +221,28 @@ def add_profile_flags(p: argparse.ArgumentParser, default_profile: str | None = 
                         "(scales every latency; the published model: 1)")
 
 
+def stragglers_spec(text: str) -> str:
+    """``--stragglers lognormal:SIGMA``."""
+    from fedsim.topologies.stragglers import parse_stragglers
+
+    try:
+        parse_stragglers(text)
+    except FedsimError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--stragglers ")) from None
+    return text
+
+
+def add_straggler_flags(p: argparse.ArgumentParser) -> None:
+    """Heterogeneous silos in the clock (:mod:`fedsim.topologies.stragglers`)."""
+    g = p.add_argument_group("heterogeneous silos (stragglers)")
+    g.add_argument("--stragglers", type=stragglers_spec, metavar="lognormal:SIGMA",
+                   help="each silo's step time is the profile's times a seeded draw of exp(N(0, SIGMA^2)) "
+                        "(--seed); e.g. lognormal:0.5")
+    g.add_argument("--compute-ms-file", type=existing_file, metavar="CSV",
+                   help="per-silo values: a CSV with a 'silo' column (index or name) and any of compute_ms "
+                        "(ms per local step), upload_bps, download_bps")
+
+
 def profile_overrides(args) -> dict:
     out = {}
     for flag, field in (("upload_bps", "upload_bps"), ("download_bps", "download_bps"), ("core_bps", "core_bps")):
@@ -265,6 +287,7 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--peer-timeout", type=positive_float, default=60.0,
                    help="peer data plane: seconds a silo waits for an in-neighbour's model before it "
                         "counts that silo lost and mixes without it (default 60)")
+    add_straggler_flags(p)
 
 
 def _compute_ms(value: str):
@@ -293,6 +316,8 @@ def training_config(args, network: str, **extra):
     cfg = RunConfig(network=network, strategy=args.strategy, task=args.task, local_steps=args.local_steps,
                     seed=args.seed, t=args.t, base=args.base, budget=args.budget, mu=args.mu,
                     task_options=options, checkpoint_every=args.checkpoint_every, compute_ms=args.compute_ms,
+                    stragglers=args.stragglers,
+                    compute_ms_file=str(_path(args.compute_ms_file).resolve()) if args.compute_ms_file else None,
                     data_plane=args.data_plane, sync_every=args.sync_every, peer_timeout=args.peer_timeout,
                     **extra)
     cfg.validate()
@@ -319,7 +344,8 @@ def resume_dir(path: str):
 RESUME_FIXED = {"strategy": "multigraph", "task": "digits", "local_steps": 1, "seed": 0, "t": 5, "base": "ring",
                 "budget": 0.5, "mu": 0.01, "alpha": None, "lr": None, "task_option": None, "checkpoint_every": 10,
                 "compute_ms": None, "data_plane": "auto", "sync_every": None, "peer_timeout": 60.0,
-                "topology": None, "network": None, "out": None, "silos": None, "inject_fault": None}
+                "topology": None, "network": None, "out": None, "silos": None, "inject_fault": None,
+                "stragglers": None, "compute_ms_file": None}
 
 
 def refuse_flags_with_resume(args) -> None:

@@ -10,10 +10,10 @@ from fedsim.cli.common import (
     WIRING_NAMES,
     add_design_flags,
     add_profile_flags,
+    add_straggler_flags,
     int_in,
     not_a_strategy,
     out_file,
-    profile_overrides,
     ray_address,
     refuse_existing,
     resolved_profile,
@@ -47,7 +47,8 @@ def cmd_cycle_time(args) -> int:
         load_network(n)
     check_int_at_least("--t", args.t, 1)
     df = api.cycle_times(networks, topologies, resolved, t=args.t, budget=args.budget, seed=args.seed,
-                         workers=workers, progress=not args.no_progress, ray_address=args.ray_address)
+                         workers=workers, progress=not args.no_progress, ray_address=args.ray_address,
+                         stragglers=args.stragglers, compute_ms_file=args.compute_ms_file)
     print(api.markdown_table(df))
     if args.out:
         _write_table(df, args.out, out_format)
@@ -140,4 +141,5 @@ def add_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_design_flags(p)
     add_profile_flags(p, default_profile=None)
+    add_straggler_flags(p)
     p.set_defaults(func=cmd_cycle_time)

@@ -8,6 +8,7 @@ from fedsim.cli.common import (
     WIRING_NAMES,
     add_design_flags,
     add_profile_flags,
+    add_straggler_flags,
     int_in,
     not_a_strategy,
     out_file,
@@ -32,6 +33,10 @@ def cmd_topology(args) -> int:
         raise unknown_name("strategy", args.strategy, TOPOLOGIES)
     net = load_network(args.network)
     prof = resolved_profile(args, args.profile)
+    if args.stragglers or args.compute_ms_file:
+        from fedsim.topologies.stragglers import heterogeneous
+
+        prof = heterogeneous(prof, list(net.silos), args.compute_ms_file, args.stragglers, args.seed)
     check_int_at_least("--t", args.t, 1)
     check_size(design, net.n_silos, args.base)  # before any expensive work
     conn = connectivity(net)
@@ -93,6 +98,7 @@ def add_parser(sub) -> None:
                         "(fedavg and fedprox are timed as star)")
     add_design_flags(p)
     add_profile_flags(p)
+    add_straggler_flags(p)
     p.add_argument("--rounds", type=int_in(1), help="rounds to simulate (multigraph, MATCHA)")
     p.add_argument("--plot", type=out_file(*PLOT_SUFFIXES), help="write a map of the overlay to this PNG/PDF/SVG")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --plot file")

@@ -93,7 +93,7 @@ def multigraph_round_times(
     """
     full = schedule.delays(conn, profile)  # degrees count strong and weak arcs
     basis = CycleBasis(schedule.n, schedule.arcs)
-    tc = profile.tc
+    tc = profile.tc_vector(schedule.n)[schedule.arcs[:, 0]] if profile.heterogeneous else profile.tc
     mult = schedule.multiplicity
     period = schedule.n_states
     taus = np.empty(rounds)
@@ -144,19 +144,21 @@ def matcha_round_times(
     arcs = schedule.arcs
     match = np.asarray(schedule.matchings, dtype=np.int64)
     lat, core = arc_terms(conn, profile, arcs, schedule.latency_ms, schedule.bandwidth_bps)
-    base = profile.tc + lat
+    base = (profile.tc_vector(n)[arcs[:, 0]] if profile.heterogeneous else profile.tc) + lat
     per_matching = np.full(k, -np.inf)
     np.maximum.at(per_matching, match, base + core)
     times = np.where(draws, per_matching, -np.inf).max(axis=1)
     drawsf = draws.astype(float)
     done = None
-    for end, unit_ms in ((0, profile.upload_ms), (1, profile.download_ms)):
+    units = ((profile.upload_ms_vector(n), profile.download_ms_vector(n)) if profile.heterogeneous
+             else (profile.upload_ms, profile.download_ms))
+    for end, unit_ms in ((0, units[0]), (1, units[1])):
         node = arcs[:, end]
         count = np.zeros((k, n))
         np.add.at(count, (match, node), 1.0)
         top = np.full((k, n), -np.inf)  # largest b among the node's arcs in each matching
         np.maximum.at(top, (match, node), base)
-        if done is not None and unit_ms == done[0] and np.array_equal(count, done[1]) \
+        if done is not None and np.array_equal(unit_ms, done[0]) and np.array_equal(count, done[1]) \
                 and np.array_equal(top, done[2]):
             break  # symmetric overlay and equal access capacities: same term again
         deg = drawsf @ count  # (R, N) degrees over active arcs, exact integers
@@ -210,7 +212,7 @@ def simulate(
         r = check_int_at_least("rounds", rounds if rounds is not None else 1, 1)
         times = np.full(r, static_cycle_time(schedule, conn, profile))
         definition = "max-plus cycle time (maximum cycle mean)"
-    if is_star:
-        times = _star_rescale(times, profile.tc)
+    if is_star:  # 2(x - Tc) + Tc = 2x - Tc: with stragglers, Tc is the server's own (SPEC-timing §4.1)
+        times = _star_rescale(times, float(profile.tc_vector(schedule.n)[schedule.server]))
         definition += ", STAR-rescaled 2(x - Tc) + Tc"
     return CycleTime(topo, times, float(times.mean()), definition)

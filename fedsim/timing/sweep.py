@@ -29,6 +29,8 @@ class SweepConfig:
     budget: float = 0.5
     seed: int = 0
     resolved: object | None = None  # a DelayProfile already resolved by the caller
+    stragglers: str | None = None  # heterogeneous silos (fedsim.topologies.stragglers), drawn with ``seed``
+    compute_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,10 @@ def run_config(config: SweepConfig, topologies: tuple[str, ...]) -> list[SweepRo
         check_size(topo, net.n_silos)
     conn = connectivity(net)
     prof = config.resolved or get_profile(config.profile, **dict(config.overrides))
+    if config.stragglers or config.compute_file:
+        from fedsim.topologies.stragglers import heterogeneous
+
+        prof = heterogeneous(prof, list(net.silos), config.compute_file, config.stragglers, config.seed)
     rows = []
     for topo in topologies:
         with small_blas(conn.n):  # small matrices: BLAS threads only cost time

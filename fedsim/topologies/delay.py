@@ -48,6 +48,12 @@ class DelayProfile:
         Core (underlay) link capacity (bit/s). Published tables: 1e9.
     latency_ms_per_km, latency_base_ms : float
         Latency law ``ms = a * km + b``.
+    silo_compute_ms, silo_upload_bps, silo_download_bps : tuple of float, optional
+        Heterogeneous silos (stragglers): each silo's own step time and access
+        capacities, in silo order, instead of ``compute_ms`` /
+        ``upload_bps`` / ``download_bps`` (see :mod:`fedsim.topologies.stragglers`).
+        An arc ``i -> j`` then costs ``u·Tc(i) + l(i,j) + max(outdeg(i)·M/C_up(i),
+        indeg(j)·M/C_dn(j), M/A(i,j))`` (SPEC-timing §3.3 with per-silo terms).
 
     Examples
     --------
@@ -66,6 +72,9 @@ class DelayProfile:
     latency_ms_per_km: float = 0.0085
     latency_base_ms: float = 4.0
     description: str = field(default="", compare=False)
+    silo_compute_ms: tuple[float, ...] | None = None
+    silo_upload_bps: tuple[float, ...] | None = None
+    silo_download_bps: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         check_positive("model size (bits)", self.model_bits)
@@ -77,6 +86,42 @@ class DelayProfile:
         check_positive("latency per km", self.latency_ms_per_km)
         if not self.latency_base_ms >= 0:
             check_positive("latency base (ms)", self.latency_base_ms)
+        for name in ("silo_compute_ms", "silo_upload_bps", "silo_download_bps"):
+            values = getattr(self, name)
+            if values is not None:  # lists from a config.json become tuples (the profile stays hashable)
+                values = tuple(float(check_positive(f"{name} of silo {i}", v)) for i, v in enumerate(values))
+                object.__setattr__(self, name, values)
+
+    def _per_silo(self, name: str, n: int, default: float) -> np.ndarray:
+        values = getattr(self, name)
+        if values is None:
+            return np.full(n, default)
+        if len(values) != n:
+            raise FedsimError(f"profile {self.name}: {name} has {len(values)} values for {n} silos")
+        return np.asarray(values, dtype=float)
+
+    def tc_vector(self, n: int) -> np.ndarray:
+        """Each silo's computation time of one round (ms): ``u * Tc(i)``."""
+        if self.silo_compute_ms is None:
+            return np.full(n, self.tc)
+        return self.local_steps * self._per_silo("silo_compute_ms", n, self.compute_ms)
+
+    def upload_ms_vector(self, n: int) -> np.ndarray:
+        """Each silo's time to push one model through its unshared uplink (ms)."""
+        if self.silo_upload_bps is None:
+            return np.full(n, self.upload_ms)
+        return self.model_bits / self._per_silo("silo_upload_bps", n, self.upload_bps) * 1e3
+
+    def download_ms_vector(self, n: int) -> np.ndarray:
+        """Each silo's time to pull one model through its unshared downlink (ms)."""
+        if self.silo_download_bps is None:
+            return np.full(n, self.download_ms)
+        return self.model_bits / self._per_silo("silo_download_bps", n, self.download_bps) * 1e3
+
+    @property
+    def heterogeneous(self) -> bool:
+        """Whether some silo has its own step time or access capacity."""
+        return any(v is not None for v in (self.silo_compute_ms, self.silo_upload_bps, self.silo_download_bps))
 
     @property
     def tc(self) -> float:
@@ -375,14 +420,14 @@ def arc_delays(
     arcs = np.asarray(arcs, dtype=np.int64).reshape(-1, 2)
     i, j = arcs[:, 0], arcs[:, 1]
     lat, core = arc_terms(conn, profile, arcs, latency_ms, bandwidth_bps)
+    up_ms, dn_ms = profile.upload_ms_vector(conn.n), profile.download_ms_vector(conn.n)
     if shared_access:
         outdeg, indeg = degrees(conn.n, arcs, mask)
-        up = outdeg[..., i] * profile.upload_ms
-        dn = indeg[..., j] * profile.download_ms
+        up = outdeg[..., i] * up_ms[i]
+        dn = indeg[..., j] * dn_ms[j]
     else:
-        up = np.full(len(arcs), profile.upload_ms)
-        dn = np.full(len(arcs), profile.download_ms)
-    return profile.tc + lat + np.maximum(np.maximum(up, dn), core)
+        up, dn = up_ms[i], dn_ms[j]
+    return profile.tc_vector(conn.n)[i] + lat + np.maximum(np.maximum(up, dn), core)
 
 
 def pair_delay_matrix(conn: Connectivity, profile: DelayProfile, access: bool = True) -> np.ndarray:
@@ -395,7 +440,7 @@ def pair_delay_matrix(conn: Connectivity, profile: DelayProfile, access: bool = 
     lat = conn.latency(profile)
     core = profile.model_bits / conn.bandwidth(profile) * 1e3
     if access:
-        core = np.maximum(core, max(profile.upload_ms, profile.download_ms))
-    w = profile.tc + lat + core
+        core = np.maximum(core, np.maximum(profile.upload_ms_vector(n)[:, None], profile.download_ms_vector(n)[None, :]))
+    w = profile.tc_vector(n)[:, None] + lat + core
     w[np.arange(n), np.arange(n)] = 0.0
     return w
