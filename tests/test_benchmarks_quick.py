@@ -54,5 +54,6 @@ def test_stragglers_quick(bench_path, capsys):
     out = stragglers.main(["--quick"])
     slow, calm = out["gaia"][1.0], out["gaia"][0.0]
     assert set(slow.index) == set(stragglers.STRATEGIES)
-    assert (slow > calm).all()  # every strategy waits for some straggler
+    # star, ring and MATCHA wait for every straggler; the multigraph may isolate them (its clock can even drop)
+    assert (slow[["star", "ring", "matcha"]] > calm[["star", "ring", "matcha"]]).all()
     assert "| multigraph |" in capsys.readouterr().out
