@@ -56,6 +56,15 @@ def loopback_ray() -> None:
         mod.ENABLE_RAY_CLUSTER = False
 
 
+def cluster_ray() -> None:
+    """Undo :func:`loopback_ray` before joining an existing (multi-node) Ray cluster: Ray refuses to
+    join one while its loopback-only switch is on."""
+    os.environ.pop(RAY_LOOPBACK_ENV, None)
+    mod = sys.modules.get("ray._private.ray_constants")
+    if mod is not None:
+        mod.ENABLE_RAY_CLUSTER = True
+
+
 def ray_local_init_args(**extra) -> dict:
     """``ray.init`` keyword arguments of a private, loopback-only Ray without a dashboard.
 

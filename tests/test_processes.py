@@ -129,17 +129,24 @@ def _watchdog_of(tree: list[psutil.Process]) -> tuple[str | None, list[str]]:
     return None, []
 
 
-def _tagged(tag: str) -> list[int]:
+def _tagged(tag: str, timeout: float = 10.0) -> list[int]:
+    """Live processes carrying the run's tag, after waiting up to ``timeout`` s for them to end
+    (the watchdog ends what was started last, e.g. a ClientApp launched just before the kill, after
+    its grace period)."""
     from fedsim.guard import TAG_ENV
 
-    out = []
-    for p in psutil.process_iter():
-        try:
-            if p.environ().get(TAG_ENV) == tag and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p.pid)
-        except psutil.Error:
-            pass
-    return out
+    deadline = time.monotonic() + timeout
+    while True:
+        out = []
+        for p in psutil.process_iter():
+            try:
+                if p.environ().get(TAG_ENV) == tag and p.status() != psutil.STATUS_ZOMBIE:
+                    out.append(p.pid)
+            except psutil.Error:
+                pass
+        if not out or time.monotonic() > deadline:
+            return out
+        time.sleep(0.2)
 
 
 def _kill_mid_run(cmd, ready, tmp_path, timeout: float = 300):

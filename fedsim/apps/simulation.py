@@ -75,6 +75,7 @@ def run_simulation(cfg: RunConfig, run_dir: Path, progress: bool = True, resume:
     app = sa.make_server_app(cfg, run_dir, progress=progress, resume=resume, result=result,
                              on_round=on_round)
     if cfg.ray_address:  # an existing cluster: one ClientApp actor per cluster CPU, its own processes
+        guard.cluster_ray()
         backend_config = {"client_resources": {"num_cpus": 1.0, "num_gpus": 0.0},
                           "init_args": {"address": cfg.ray_address, "logging_level": logging.ERROR,
                                         "log_to_driver": False}}

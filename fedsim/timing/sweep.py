@@ -114,6 +114,9 @@ def _run_ray(configs, topologies, workers, bar, address: str | None = None) -> l
     started = not ray.is_initialized()
     watchdog = None
     if started and address:  # an existing cluster: connect only (its processes are not ours to end)
+        from fedsim.guard import cluster_ray
+
+        cluster_ray()
         ray.init(address=address, log_to_driver=False, configure_logging=False)
     elif started:  # loopback-only Ray, no dashboard; the watchdog ends its processes if we die
         from fedsim.guard import Watchdog, ray_local_init_args
