@@ -337,47 +337,66 @@ def _solve_activation_probabilities(rows: np.ndarray, owner: np.ndarray, k: int,
             s_max = min(s_max, -1.0 / low)
         return s_max
 
+    def newton_system(p, g, t, r):
+        rinv = np.linalg.inv(r)
+        d = rows @ rinv.T  # d_e = R^-1 c_e
+        tm = np.empty((k + 1, m, m))
+        for j in range(k):
+            dj = d[bounds[j]:bounds[j + 1]]
+            tm[j] = dj.T @ dj
+        tm[k] = -(rinv @ rinv.T)
+        flat = tm.reshape(k + 1, -1)
+        hess = flat @ flat.T
+        grad = -np.trace(tm, axis1=1, axis2=2)
+        slack = cap - p.sum()
+        grad[:k] += -1 / p + 1 / (1 - p) + 1 / slack
+        grad[k] -= t
+        hess[:k, :k] += np.diag(1 / p**2 + 1 / (1 - p) ** 2) + 1 / slack**2
+        return grad, hess, tm
+
     p = np.full(k, 0.9 * budget)
     g = float(np.linalg.eigvalsh(amat(p))[0])
     g -= 0.5 * abs(g) + 1e-9
+    return _barrier_path(barrier, newton_system, lambda p, step, tm: min(1.0, 0.99 * max_step(p, step, tm)),
+                         p, g, nu, rel_gap, tol_dec=1e-9)
+
+
+def _barrier_path(barrier, newton_system, step_limit, p: np.ndarray, g: float, nu: float, rel_gap: float,
+                  tol_dec: float) -> np.ndarray:
+    """The log-barrier path both MATCHA solvers follow, over ``(p, γ)``.
+
+    ``barrier(p, g, t) -> (value, state)`` (``inf`` outside the domain);
+    ``newton_system(p, g, t, state) -> (grad, hess, aux)``; ``step_limit(p,
+    step, aux)`` the longest step to try. Damped Newton steps with
+    backtracking (Armijo factor 0.25) centre each ``t``; ``t`` grows ×20 until
+    the duality gap bound ``ν/t`` is below ``rel_gap · |γ|``.
+    """
     t = nu / max(abs(g), 1e-12)
-    val, r = barrier(p, g, t)
+    val, state = barrier(p, g, t)
+    k = len(p)
     for _outer in range(60):
         for _newton in range(100):
-            rinv = np.linalg.inv(r)
-            d = rows @ rinv.T  # d_e = R^-1 c_e
-            tm = np.empty((k + 1, m, m))
-            for j in range(k):
-                dj = d[bounds[j]:bounds[j + 1]]
-                tm[j] = dj.T @ dj
-            tm[k] = -(rinv @ rinv.T)
-            flat = tm.reshape(k + 1, -1)
-            hess = flat @ flat.T
-            grad = -np.trace(tm, axis1=1, axis2=2)
-            slack = cap - p.sum()
-            grad[:k] += -1 / p + 1 / (1 - p) + 1 / slack
-            grad[k] -= t
-            hess[:k, :k] += np.diag(1 / p**2 + 1 / (1 - p) ** 2) + 1 / slack**2
+            grad, hess, aux = newton_system(p, g, t, state)
             try:
                 step = np.linalg.solve(hess, -grad)
             except np.linalg.LinAlgError:
                 step = -grad
             dec = float(-grad @ step)
-            if dec / 2 < 1e-9:
+            if dec / 2 < tol_dec:
                 break
-            s = s0 = min(1.0, 0.99 * max_step(p, step, tm))
+            s = s0 = step_limit(p, step, aux)
             while s > 1e-6 * s0:  # below that only rounding noise is left
-                new_val, new_r = barrier(p + s * step[:k], g + s * step[k], t)
+                new_val, new_state = barrier(p + s * step[:k], g + s * step[k], t)
                 if new_val <= val - 0.25 * s * dec:
                     break
                 s *= 0.5
             else:
                 break
-            p, g, val, r = p + s * step[:k], g + s * step[k], new_val, new_r
+            p, g, val, state = p + s * step[:k], g + s * step[k], new_val, new_state
         if nu / t <= rel_gap * max(abs(g), 1e-12):
             break
         t *= 20.0
-        val, r = barrier(p, g, t)
+        val, state = barrier(p, g, t)
     if not np.all(np.isfinite(p)):
         raise FedsimError("MATCHA activation-probability problem failed; try another --budget")
     return np.clip(p, 0.0, 1.0)
@@ -425,61 +444,42 @@ def _solve_activation_full_space(n: int, ends: np.ndarray, weights: np.ndarray, 
                - np.log(cap - p.sum()))
         return val, m
 
+    def newton_system(p, g, t, m):
+        if large:  # inverse from the Cholesky factor (half the work of LU)
+            import scipy.linalg
+
+            c_f, _ = scipy.linalg.cho_factor(m, lower=True, check_finite=False)
+            minv = scipy.linalg.cho_solve((c_f, True), eye, check_finite=False)
+        else:
+            minv = np.linalg.inv(m)
+        y = (minv[:, u] - minv[:, v]) * sw  # columns M^-1 c_e
+        gmat = (y[u] - y[v]) * sw[:, None]  # G_ef = c_e^T M^-1 c_f
+        hess = np.empty((k + 1, k + 1))
+        hess[:k, :k] = onehot.T @ (gmat * gmat) @ onehot
+        hess[:k, k] = hess[k, :k] = -(onehot.T @ np.einsum("ie,ie->e", y, y))
+        hess[k, k] = float(np.einsum("ij,ij->", minv, minv)) - 1.0
+        grad = np.empty(k + 1)
+        slack = cap - p.sum()
+        grad[:k] = -(onehot.T @ np.diag(gmat)) - 1 / p + 1 / (1 - p) + 1 / slack
+        grad[k] = -t + float(np.trace(minv)) - 1.0
+        hess[:k, :k] += np.diag(1 / p**2 + 1 / (1 - p) ** 2) + 1 / slack**2
+        return grad, hess, slack
+
+    def step_limit(p, step, slack):
+        """Longest step keeping p strictly inside the box and the budget (the barrier checks the rest)."""
+        dp = step[:k]
+        s0 = 1.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s0 = min(s0, 0.99 * np.min(np.where(dp < 0, -p / dp, np.inf)),
+                     0.99 * np.min(np.where(dp > 0, (1 - p) / dp, np.inf)))
+            if dp.sum() > 0:
+                s0 = min(s0, 0.99 * slack / dp.sum())
+        return s0
+
     p = np.full(k, 0.9 * budget)
     g = float(np.linalg.eigvalsh(mmat(p, 0.0) - 1.0 / n)[1])  # λ₂ of L(p)
     g -= 0.5 * abs(g) + 1e-9
-    t = nu / max(abs(g), 1e-12)
-    val, m = barrier(p, g, t)
-    for _outer in range(60):
-        for _newton in range(100):
-            if large:  # inverse from the Cholesky factor (half the work of LU)
-                import scipy.linalg
-
-                c_f, _ = scipy.linalg.cho_factor(m, lower=True, check_finite=False)
-                minv = scipy.linalg.cho_solve((c_f, True), eye, check_finite=False)
-            else:
-                minv = np.linalg.inv(m)
-            y = (minv[:, u] - minv[:, v]) * sw  # columns M^-1 c_e
-            gmat = (y[u] - y[v]) * sw[:, None]  # G_ef = c_e^T M^-1 c_f
-            hess = np.empty((k + 1, k + 1))
-            hess[:k, :k] = onehot.T @ (gmat * gmat) @ onehot
-            hess[:k, k] = hess[k, :k] = -(onehot.T @ np.einsum("ie,ie->e", y, y))
-            hess[k, k] = float(np.einsum("ij,ij->", minv, minv)) - 1.0
-            grad = np.empty(k + 1)
-            slack = cap - p.sum()
-            grad[:k] = -(onehot.T @ np.diag(gmat)) - 1 / p + 1 / (1 - p) + 1 / slack
-            grad[k] = -t + float(np.trace(minv)) - 1.0
-            hess[:k, :k] += np.diag(1 / p**2 + 1 / (1 - p) ** 2) + 1 / slack**2
-            try:
-                step = np.linalg.solve(hess, -grad)
-            except np.linalg.LinAlgError:
-                step = -grad
-            dec = float(-grad @ step)
-            if dec / 2 < tol_dec:
-                break
-            dp = step[:k]
-            s0 = 1.0
-            with np.errstate(divide="ignore", invalid="ignore"):
-                s0 = min(s0, 0.99 * np.min(np.where(dp < 0, -p / dp, np.inf)),
-                         0.99 * np.min(np.where(dp > 0, (1 - p) / dp, np.inf)))
-                if dp.sum() > 0:
-                    s0 = min(s0, 0.99 * slack / dp.sum())
-            s = s0
-            while s > 1e-6 * s0:
-                new_val, new_m = barrier(p + s * dp, g + s * step[k], t)
-                if new_val <= val - 0.25 * s * dec:
-                    break
-                s *= 0.5
-            else:
-                break
-            p, g, val, m = p + s * dp, g + s * step[k], new_val, new_m
-        if nu / t <= rel_gap * max(abs(g), 1e-12):
-            break
-        t *= 20.0
-        val, m = barrier(p, g, t)
-    if not np.all(np.isfinite(p)):
-        raise FedsimError("MATCHA activation-probability problem failed; try another --budget")
-    return np.clip(p, 0.0, 1.0)
+    return _barrier_path(barrier, newton_system, step_limit, p, g, nu, rel_gap, tol_dec)
 
 
 def mixing_step(laps: list[np.ndarray], p: np.ndarray) -> float:
